@@ -1,0 +1,1 @@
+"""Power: switch a board on and off, and read what it draws."""

@@ -1,0 +1,32 @@
+"""The power interface shared by drivers and clients (method names as upstream's)."""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PowerReading:
+    voltage: float
+    current: float
+
+    @property
+    def apparent_power(self) -> float:
+        return self.voltage * self.current
+
+
+class PowerInterface(metaclass=ABCMeta):
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter_driver_power.client.PowerClient"
+
+    @abstractmethod
+    async def on(self) -> None: ...
+
+    @abstractmethod
+    async def off(self) -> None: ...
+
+    @abstractmethod
+    def read(self) -> AsyncIterator[PowerReading]: ...

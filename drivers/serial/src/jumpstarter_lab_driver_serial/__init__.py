@@ -1,0 +1,1 @@
+"""Serial: a board's UART (or anything pyserial opens) as a byte stream."""

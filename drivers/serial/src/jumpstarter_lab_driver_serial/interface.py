@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+
+
+class SerialInterface(metaclass=ABCMeta):
+    """A console byte stream; the label is upstream's PySerial client so either side can use it."""
+
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter_driver_pyserial.client.PySerialClient"
+
+    @abstractmethod
+    def connect(self): ...

@@ -1,0 +1,147 @@
+"""Drivers of the sim board: the board itself (a composite) and its power, console and storage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
+from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
+from jumpstarter_lab_driver_serial.interface import SerialInterface
+
+from .dut import SimDut
+
+
+class SimPower(PowerInterface, Driver):
+    """Power of the sim board"""
+
+    def __init__(self, dut: SimDut):
+        self._dut = dut
+
+    @export
+    async def on(self) -> None:
+        """Power on: the board boots from its storage"""
+        await self._dut.power_on()
+
+    @export
+    async def off(self) -> None:
+        """Power off"""
+        await asyncio.to_thread(self._dut.power_off)
+
+    @export
+    async def read(self) -> AsyncIterator[PowerReading]:
+        """Read voltage and current"""
+        yield PowerReading(voltage=5.0, current=0.4) if self._dut.powered else PowerReading(voltage=0.0, current=0.0)
+
+    def close(self) -> None:
+        self._dut.power_off()
+
+
+class _ConsoleStream:
+    def __init__(self, dut: SimDut):
+        self._dut = dut
+        self._queue = dut.listen()
+
+    async def send(self, data: bytes) -> None:
+        await self._dut.write(data)
+
+    async def receive(self) -> bytes:
+        return await self._queue.get()
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self._dut.unlisten(self._queue)
+
+
+class SimConsole(SerialInterface, Driver):
+    """Serial console of the sim board"""
+
+    def __init__(self, dut: SimDut):
+        self._dut = dut
+
+    @exportstream
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        """Attach to the console"""
+        stream = _ConsoleStream(self._dut)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+
+class SimStorage(Driver):
+    """Storage of the sim board: an image file switched between host and DUT"""
+
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter_driver_opendal.client.StorageMuxClient"
+
+    def __init__(self, dut: SimDut):
+        self._dut = dut
+
+    @export
+    def host(self) -> None:
+        """Attach the storage to the host (the exporter) for writing"""
+        self._dut.storage = "host"
+
+    @export
+    def dut(self) -> None:
+        """Attach the storage to the board"""
+        self._dut.storage = "dut"
+
+    @export
+    def off(self) -> None:
+        """Detach the storage from both sides"""
+        self._dut.storage = "off"
+
+    @export
+    async def write(self, src: dict) -> None:
+        """Write an image pushed by the client (a resource handle) to the storage"""
+        if self._dut.storage != "host":
+            raise ValueError(f"storage is attached to '{self._dut.storage}'; call host() before write()")
+        partial = self._dut.image.with_name(self._dut.image.name + ".partial")
+        async with self.resource(src) as stream:
+            with open(partial, "wb") as f:
+                while chunk := await stream.receive():
+                    await asyncio.to_thread(f.write, chunk)
+        partial.replace(self._dut.image)
+
+    @export
+    def status(self) -> str:
+        """Which side the storage is attached to"""
+        return self._dut.storage
+
+
+@dataclass(kw_only=True)
+class SimBoard(CompositeInterface, Driver):
+    """A simulated board: power, a console with a login and a real shell, storage"""
+
+    image: str | None = None
+    login: str = "root"
+    password: str = "jumpstarter"
+    hostname: str = "simboard"
+    shell: str = "/bin/bash"
+
+    def __post_init__(self):
+        if not Path(self.shell).is_file():
+            raise ValueError(f"shell {self.shell} does not exist")
+        self._workdir = Path(tempfile.mkdtemp(prefix="simboard-"))
+        image = Path(self.image) if self.image else self._workdir / "disk.img"
+        self.dut = SimDut(image=image, login=self.login, password=self.password, hostname=self.hostname,
+                          shell=self.shell, home=self._workdir)
+
+    def make_children(self) -> dict[str, Driver]:
+        return {"power": SimPower(self.dut), "console": SimConsole(self.dut), "storage": SimStorage(self.dut)}
+
+    def close(self) -> None:
+        super().close()
+        self.dut.power_off()
+        shutil.rmtree(self._workdir, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""The simulated device: a firmware process on a pty, its console output and its disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+logger = logging.getLogger("driver.SimBoard")
+
+
+class SimDut:
+    def __init__(self, *, image: Path, login: str, password: str, hostname: str, shell: str, home: Path):
+        self.image = image
+        self.login, self.password, self.hostname, self.shell, self.home = login, password, hostname, shell, home
+        self.storage = "dut"  # which side the disk is attached to: dut, host or off
+        self._process: subprocess.Popen | None = None
+        self._master: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: set[asyncio.Queue] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def powered(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    async def power_on(self) -> None:
+        if self.powered:
+            return
+        self._loop = asyncio.get_running_loop()
+        # With the disk on the host side the DUT boots from nothing, as a real board would.
+        image = self.image if self.storage == "dut" else Path("/nonexistent")
+        master, slave = os.openpty()
+        env = dict(os.environ, SIM_PASSWORD=self.password, SIM_HOME=str(self.home))
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "jumpstarter_lab_driver_sim.firmware", "--image", str(image),
+                 "--login", self.login, "--hostname", self.hostname, "--shell", self.shell],
+                stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True)
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        self._master = master
+        self._loop.add_reader(master, self._on_output, master)
+        logger.info("sim board powered on (pid %d)", self._process.pid)
+
+    def _on_output(self, master: int) -> None:
+        try:
+            data = os.read(master, 65536)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno != errno.EIO:  # EIO: every process holding the terminal has gone
+                logger.warning("console read failed: %s", e)
+            data = b""
+        if not data:
+            self._loop.remove_reader(master)
+            return
+        for queue in list(self._listeners):
+            if queue.full():
+                queue.get_nowait()  # a listener that cannot keep up loses the oldest output, like a UART overrun
+            queue.put_nowait(data)
+
+    def listen(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(1024)
+        self._listeners.add(queue)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue) -> None:
+        self._listeners.discard(queue)
+
+    async def write(self, data: bytes) -> None:
+        while data:
+            if self._master is None or not self.powered:
+                return  # a powered-off board ignores its serial input
+            try:
+                written = os.write(self._master, data)
+                data = data[written:]
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+            except OSError:
+                return
+
+    def power_off(self) -> None:
+        """Kill the firmware and everything it started; safe from any thread, idempotent."""
+        with self._lock:
+            process, master, self._process, self._master = self._process, self._master, None, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            logger.info("sim board powered off")
+        if master is not None:
+            loop = self._loop
+
+            def release():
+                loop.remove_reader(master)
+                os.close(master)
+
+            if loop is not None and not loop.is_closed():
+                try:
+                    running = asyncio.get_running_loop()
+                except RuntimeError:
+                    running = None
+                if running is loop:
+                    release()
+                else:
+                    loop.call_soon_threadsafe(release)
+            else:
+                os.close(master)

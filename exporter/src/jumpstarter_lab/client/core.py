@@ -1,0 +1,257 @@
+"""Client-side driver objects: one per driver in the exporter's report.
+
+Every operation has an async form (`call_async`, `streamingcall_async`,
+`stream_async`) and a blocking one (`call`, `streamingcall`, `stream`) for
+synchronous callers; typed clients for an interface build on these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+
+from .. import values
+from ..errors import ExporterUnavailable, JumpstarterLabError, exception_for_rpc_error
+from ..protocol import jumpstarter_pb2, router_pb2
+from ..session import STREAM_REQUEST_METADATA
+from ..streams import forward
+
+
+class ClientFrames:
+    """The client end of a RouterService.Stream call as a ByteStream."""
+
+    def __init__(self, call, what: str):
+        self._call = call
+        self._what = what
+        self._eof_sent = False
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._call.write(router_pb2.StreamRequest(payload=data))
+        except grpc.aio.AioRpcError as e:
+            raise exception_for_rpc_error(e, self._what) from None
+        except (grpc.aio.UsageError, asyncio.InvalidStateError):
+            raise ExporterUnavailable(f"{self._what}: stream closed") from None
+
+    async def receive(self) -> bytes:
+        while True:
+            try:
+                frame = await self._call.read()
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.CANCELLED:
+                    return b""
+                raise exception_for_rpc_error(e, self._what) from None
+            if frame is grpc.aio.EOF or frame.frame_type == router_pb2.FRAME_TYPE_GOAWAY:
+                return b""
+            if frame.frame_type == router_pb2.FRAME_TYPE_DATA and frame.payload:
+                return frame.payload
+
+    async def send_eof(self) -> None:
+        if self._eof_sent:
+            return
+        self._eof_sent = True
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            await self._call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
+            await self._call.done_writing()
+
+    async def aclose(self) -> None:
+        self._call.cancel()
+
+
+class BlockingStream:
+    """A ByteStream for synchronous code, driven through the connection's portal.
+
+    Receiving goes through a queue filled by one background task, so a receive
+    that times out abandons nothing but its wait.
+    """
+
+    def __init__(self, stream, portal):
+        self._stream, self._portal = stream, portal
+        self._queue: asyncio.Queue | None = None
+        self._pump: asyncio.Task | None = None
+
+    def send(self, data: bytes) -> None:
+        self._portal.call(self._stream.send(data))
+
+    def send_eof(self) -> None:
+        self._portal.call(self._stream.send_eof())
+
+    def receive(self, timeout: float | None = None) -> bytes:
+        """The next chunk, b"" once the stream has ended; TimeoutError if none came in time."""
+        return self._portal.call(self._receive(timeout))
+
+    async def _receive(self, timeout: float | None) -> bytes:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._pump = asyncio.ensure_future(self._fill())
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"nothing received within {timeout:g}s") from None
+        if isinstance(item, BaseException):
+            self._queue.put_nowait(item)  # every later receive fails the same way
+            raise item
+        if item == b"":
+            self._queue.put_nowait(b"")
+        return item
+
+    async def _fill(self) -> None:
+        try:
+            while chunk := await self._stream.receive():
+                self._queue.put_nowait(chunk)
+            self._queue.put_nowait(b"")
+        except Exception as e:
+            self._queue.put_nowait(e)
+
+    async def _stop(self) -> None:
+        if self._pump:
+            self._pump.cancel()
+
+    def receive_exactly(self, size: int, timeout: float | None = None) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.receive(timeout)
+            if not chunk:
+                raise EOFError(f"stream ended after {len(data)} of {size} bytes")
+            data += chunk
+        return data
+
+
+class DriverClient:
+    """Base class of driver clients. Children are reachable as attributes or via `children`."""
+
+    def __init__(self, *, uuid: uuidlib.UUID, labels: dict[str, str], connection, children: dict[str, DriverClient],
+                 description: str | None = None, methods_description: dict[str, str] | None = None):
+        self.uuid = uuid
+        self.labels = labels
+        self.connection = connection
+        self.children = children
+        self.description = description
+        self.methods_description = methods_description or {}
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("jumpstarter.dev/name", "")
+
+    def __getattr__(self, name: str):
+        children = self.__dict__.get("children", {})
+        if name in children:
+            return children[name]
+        raise AttributeError(f"{type(self).__name__} '{self.__dict__.get('labels', {}).get('jumpstarter.dev/name', '')}'"
+                             f" has no attribute or child '{name}'")
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self.children)
+
+    def _what(self, method: str) -> str:
+        return f"{self.name or 'root'}.{method}"
+
+    # --- async ----------------------------------------------------------------------
+
+    async def call_async(self, method: str, *args: Any) -> Any:
+        request = jumpstarter_pb2.DriverCallRequest(uuid=str(self.uuid), method=method,
+                                                    args=[values.encode(a) for a in args])
+        try:
+            response = await self.connection.stub.DriverCall(request, metadata=self.connection.metadata,
+                                                             timeout=self.connection.call_timeout)
+        except grpc.aio.AioRpcError as e:
+            raise exception_for_rpc_error(e, self._what(method)) from None
+        return values.decode(response.result)
+
+    async def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=str(self.uuid), method=method,
+                                                             args=[values.encode(a) for a in args])
+        call = self.connection.stub.StreamingDriverCall(request, metadata=self.connection.metadata)
+        try:
+            async for response in call:
+                yield values.decode(response.result)
+        except grpc.aio.AioRpcError as e:
+            raise exception_for_rpc_error(e, self._what(method)) from None
+        finally:
+            call.cancel()
+
+    @contextlib.asynccontextmanager
+    async def stream_async(self, method: str = "connect"):
+        request = json.dumps({"kind": "driver", "uuid": str(self.uuid), "method": method})
+        call = self.connection.router.Stream(metadata=self.connection.metadata + ((STREAM_REQUEST_METADATA, request),))
+        what = self._what(method)
+        await call.initial_metadata()
+        if call.done():  # refused before it started: surface the exporter's reason
+            try:
+                await call
+            except grpc.aio.AioRpcError as e:
+                raise exception_for_rpc_error(e, what) from None
+        stream = ClientFrames(call, what)
+        try:
+            yield stream
+        finally:
+            await stream.send_eof()
+            call.cancel()
+
+    @contextlib.asynccontextmanager
+    async def resource_async(self, source):
+        """Push `source` (a ByteStream) to the exporter; yields the handle to pass to a driver call."""
+        request = json.dumps({"kind": "resource", "uuid": str(self.uuid), "x_jmp_content_encoding": None})
+        call = self.connection.router.Stream(metadata=self.connection.metadata + ((STREAM_REQUEST_METADATA, request),))
+        what = self._what("resource")
+        metadata = dict(await call.initial_metadata() or ())
+        if "resource" not in metadata:
+            try:
+                await call
+            except grpc.aio.AioRpcError as e:
+                raise exception_for_rpc_error(e, what) from None
+            raise ExporterUnavailable(f"{what}: exporter did not accept the stream")
+        frames = ClientFrames(call, what)
+        pushing = asyncio.ensure_future(forward(frames, source))
+        try:
+            yield json.loads(metadata["resource"])
+        finally:
+            await asyncio.wait([pushing], timeout=5)
+            pushing.cancel()
+            call.cancel()
+
+    # --- blocking -------------------------------------------------------------------
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self.connection.portal.call(self.call_async(method, *args))
+
+    def streamingcall(self, method: str, *args: Any) -> Iterator[Any]:
+        return self.connection.portal.iterate(self.streamingcall_async(method, *args))
+
+    @contextlib.contextmanager
+    def stream(self, method: str = "connect"):
+        portal = self.connection.portal
+        manager = self.stream_async(method)
+        blocking = BlockingStream(portal.call(manager.__aenter__()), portal)
+        try:
+            yield blocking
+        except BaseException as e:
+            portal.call(blocking._stop())
+            if not portal.call(manager.__aexit__(type(e), e, e.__traceback__)):
+                raise
+        else:
+            portal.call(blocking._stop())
+            portal.call(manager.__aexit__(None, None, None))
+
+
+class UnavailableClient(DriverClient):
+    """Stands for a driver whose client class could not be loaded; every use says why."""
+
+    def __init__(self, *, reason: JumpstarterLabError, **kwargs):
+        super().__init__(**kwargs)
+        self.reason = reason
+
+    def _refuse(self, *_args, **_kwargs):
+        raise type(self.reason)(f"driver '{self.name}': {self.reason}")
+
+    call = call_async = streamingcall = streamingcall_async = stream = stream_async = _refuse
+
+
+class CompositeClient(DriverClient):
+    """Client of a node that only groups children."""

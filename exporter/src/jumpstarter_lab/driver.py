@@ -1,0 +1,221 @@
+"""Exporter-side driver model: the Driver base, `@export`, `@exportstream`, Composite.
+
+A driver is a class implementing an interface; its config parameters are its
+dataclass fields (or, for plain classes, its __init__ keywords). Only methods
+marked with `@export` (calls, including generators for streaming calls) or
+`@exportstream` (async context managers yielding a ByteStream) are reachable
+from a client: the mark is an allowlist checked on every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import typing
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from . import values
+from .errors import DriverInvalidArgument, MethodNotFound
+from .protocol import jumpstarter_pb2
+
+CLIENT_LABEL = "jumpstarter.dev/client"
+NAME_LABEL = "jumpstarter.dev/name"
+
+_MARK = "__jumpstarter_lab_export__"
+CALL, STREAMING_CALL, STREAM = "call", "streaming_call", "stream"
+_KINDS = {CALL: "method (DriverCall)", STREAMING_CALL: "streaming method (StreamingDriverCall)",
+          STREAM: "byte stream (Stream)"}
+
+
+def export(func):
+    """Make a method callable by clients (DriverCall, or StreamingDriverCall for generators)."""
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        setattr(func, _MARK, STREAMING_CALL)
+    elif inspect.iscoroutinefunction(func) or inspect.isfunction(func):
+        setattr(func, _MARK, CALL)
+    else:
+        raise TypeError(f"@export cannot mark {func!r}")
+    return func
+
+
+def exportstream(func):
+    """Make an async context manager method that yields a ByteStream openable by clients."""
+    setattr(func, _MARK, STREAM)
+    return func
+
+
+def exported_methods(cls: type) -> dict[str, str]:
+    """Name -> kind for every exported method of a driver class."""
+    found = {}
+    for name in dir(cls):
+        kind = getattr(getattr(cls, name, None), _MARK, None)
+        if kind:
+            found[name] = kind
+    return found
+
+
+class Driver:
+    """Base class of exporter-side drivers.
+
+    Subclasses implement `client()` (usually through an interface class) and mark
+    their methods. Construction must not touch hardware: a device that is missing
+    should fail the call that needs it, with a message naming the device.
+    """
+
+    uuid: uuidlib.UUID
+    children: dict[str, Driver]
+    description: str | None = None
+    methods_description: dict[str, str]
+    logger: logging.Logger
+
+    @classmethod
+    def client(cls) -> str:
+        """Import path of the client class, sent as the `jumpstarter.dev/client` label."""
+        raise NotImplementedError(f"{cls.__name__} does not name a client class")
+
+    def bind(self, *, uuid: uuidlib.UUID, children: dict[str, Driver] | None = None,
+             description: str | None = None, methods_description: dict[str, str] | None = None) -> Driver:
+        """Place this instance in a tree; called by whoever builds the tree."""
+        self.uuid = uuid
+        builtin = {name: child.bind(uuid=uuidlib.uuid5(uuid, name)) for name, child in self.make_children().items()}
+        self.children = builtin | dict(children or {})
+        self.description = description
+        self.methods_description = dict(methods_description or {})
+        self.logger = logging.getLogger(f"driver.{type(self).__name__}")
+        return self
+
+    def make_children(self) -> dict[str, Driver]:
+        """Children a driver brings itself (a board's power, console...), beside configured ones."""
+        return {}
+
+    def extra_labels(self) -> dict[str, str]:
+        return {}
+
+    def reset(self) -> None:
+        for child in self.children.values():
+            child.reset()
+
+    def close(self) -> None:
+        """Release what the driver holds. Called once when its session ends."""
+        for child in self.children.values():
+            child.close()
+
+    # --- what the exporter needs -------------------------------------------------
+
+    def walk(self, parent: Driver | None = None, name: str | None = None) -> Iterator[tuple[Driver, Driver | None, str | None]]:
+        """Depth-first (self, parent, name) for the whole subtree, parents before children."""
+        yield self, parent, name
+        for child_name, child in self.children.items():
+            yield from child.walk(self, child_name)
+
+    def report(self, parent: Driver | None, name: str | None) -> jumpstarter_pb2.DriverInstanceReport:
+        labels = dict(self.extra_labels())
+        labels[CLIENT_LABEL] = self.client()
+        if name is not None:
+            labels[NAME_LABEL] = name
+        methods = {m: _first_line(getattr(type(self), m).__doc__) for m in exported_methods(type(self))}
+        methods = {m: d for m, d in methods.items() if d} | self.methods_description
+        report = jumpstarter_pb2.DriverInstanceReport(uuid=str(self.uuid), labels=labels,
+                                                      methods_description=methods)
+        if parent is not None:
+            report.parent_uuid = str(parent.uuid)
+        description = self.description or _first_line(type(self).__doc__)
+        if description:
+            report.description = description
+        return report
+
+    def _exported(self, name: str, kind: str):
+        exported = exported_methods(type(self))
+        if name not in exported or name.startswith("_"):
+            raise MethodNotFound(f"{type(self).__name__} has no exported method '{name}'"
+                                 f" (it has: {', '.join(sorted(exported)) or 'none'})")
+        if exported[name] != kind:
+            raise MethodNotFound(f"{type(self).__name__}.{name} is a {_KINDS[exported[name]]}, not a {_KINDS[kind]}")
+        return getattr(self, name)
+
+    async def call(self, name: str, args: list[Any]) -> Any:
+        method = self._exported(name, CALL)
+        bound = _bind(method, name, args)
+        if inspect.iscoroutinefunction(method):
+            return await method(*bound)
+        return await asyncio.to_thread(method, *bound)
+
+    async def streaming_call(self, name: str, args: list[Any]) -> AsyncIterator[Any]:
+        method = self._exported(name, STREAMING_CALL)
+        bound = _bind(method, name, args)
+        if inspect.isasyncgenfunction(method):
+            async for item in method(*bound):
+                yield item
+            return
+        iterator = method(*bound)
+        done = object()
+        try:
+            while (item := await asyncio.to_thread(next, iterator, done)) is not done:
+                yield item
+        finally:
+            iterator.close()
+
+    @contextlib.asynccontextmanager
+    async def resource(self, handle: dict | str):
+        """The byte stream a client pushed for this call (see DriverClient.resource_async)."""
+        from .session import current_session  # the session module imports this one
+
+        if isinstance(handle, str):
+            handle = json.loads(handle)
+        if not isinstance(handle, dict) or handle.get("kind") != "client_stream":
+            raise DriverInvalidArgument(f"not a client stream resource handle: {handle!r}")
+        stream = current_session.get().resources.pop(str(handle.get("uuid")), None)
+        if stream is None:
+            raise DriverInvalidArgument(f"no pending client stream {handle.get('uuid')} in this session")
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+    @contextlib.asynccontextmanager
+    async def open_stream(self, name: str):
+        method = self._exported(name, STREAM)
+        async with method() as stream:
+            yield stream
+
+
+def _first_line(doc: str | None) -> str:
+    return inspect.cleandoc(doc).splitlines()[0] if doc and doc.strip() else ""
+
+
+def _bind(method, name: str, args: list[Any]) -> list[Any]:
+    """Check the argument count and shape each argument to the method's type hints."""
+    signature = inspect.signature(method)
+    try:
+        bound = signature.bind(*args)
+    except TypeError as e:
+        params = ", ".join(str(p.replace(annotation=inspect.Parameter.empty)) for p in signature.parameters.values())
+        raise DriverInvalidArgument(f"wrong arguments for {name}({params}): {e}") from None
+    try:
+        hints = typing.get_type_hints(method)
+    except Exception:  # unresolvable annotations: pass arguments as they came
+        hints = {}
+    shaped = []
+    for param_name, value in bound.arguments.items():
+        param = signature.parameters[param_name]
+        hint = hints.get(param_name, Any)
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            shaped.extend(values.coerce(v, hint) for v in value)
+        else:
+            shaped.append(values.coerce(value, hint))
+    return shaped
+
+
+class CompositeInterface:
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter_driver_composite.client.CompositeClient"
+
+
+class Composite(CompositeInterface, Driver):
+    """A node grouping child drivers."""

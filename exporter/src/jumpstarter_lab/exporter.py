@@ -1,0 +1,165 @@
+"""Serving an ExporterConfig: local mode over a Unix socket, standalone mode over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from .config import ExporterConfig
+from .errors import ConfigError
+from .gate import Gate
+from .protocol import jumpstarter_pb2_grpc, router_pb2_grpc
+from .session import ExporterServicer, SessionManager
+
+logger = logging.getLogger(__name__)
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10000),
+]
+
+
+@dataclass
+class Listen:
+    """Where to serve: a Unix socket path, or a TCP host:port with TLS files or insecure=True."""
+
+    socket_path: Path | None = None
+    host: str | None = None
+    port: int = 0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+
+    def __post_init__(self):
+        if (self.socket_path is None) == (self.host is None):
+            raise ConfigError("serve on exactly one of a Unix socket or a TCP address")
+        if self.host is not None and not self.insecure and not (self.tls_cert and self.tls_key):
+            raise ConfigError("a TCP listener needs --tls-cert and --tls-key, or --insecure to serve without TLS")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"invalid listen address '{text}': expected HOST:PORT") from None
+    return host, number
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left behind by an exporter that did not stop cleanly
+        else:
+            raise ConfigError(f"{path} is in use by another exporter")
+        finally:
+            probe.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is created 0600: no window where others may connect
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    return listener
+
+
+def _tcp_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as e:
+        listener.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.listen(128)
+    return listener
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+class Exporter:
+    """One exporter process: its config, its sessions and its listeners."""
+
+    def __init__(self, config: ExporterConfig, *, linger: float = 30.0):
+        self.config = config
+        self.sessions = SessionManager(config.build, linger=linger)
+        labels = {"jumpstarter.dev/name": config.name}
+        self.servicer = ExporterServicer(self.sessions, config.uuid, labels)
+        self.address: str | None = None
+
+    async def serve(self, listen: Listen, stopped: asyncio.Event, ready=None) -> None:
+        """Serve until `stopped` is set; then end every session and remove what was created."""
+        private = Path(tempfile.mkdtemp(prefix="jumpstarter-lab-"))
+        backend = private / "grpc.sock"
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(self.servicer, server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, server)
+        if listen.host is not None and not listen.insecure:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(listen.tls_key, "TLS key"), _read(listen.tls_cert, "TLS certificate"))])
+            server.add_secure_port(f"unix:{backend}", credentials)
+        else:
+            server.add_insecure_port(f"unix:{backend}")
+        driver_logger = logging.getLogger("driver")
+        driver_logger.addHandler(self.sessions.log_handler)
+        gate = None
+        created_socket = False
+        try:
+            if listen.socket_path is not None:
+                listener = _unix_listener(Path(listen.socket_path))
+                created_socket = True
+                self.address = str(listen.socket_path)
+            else:
+                listener = _tcp_listener(listen.host, listen.port)
+                host, port = listener.getsockname()[:2]
+                self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            await server.start()
+            gate = Gate(listener, backend, private, self.sessions.connection_closed,
+                        same_uid_only=listen.socket_path is not None)
+            gate.start()
+            logger.info("exporter %s serving on %s", self.config.name, self.address)
+            if ready:
+                ready(self.address)
+            await stopped.wait()
+        finally:
+            if gate:
+                await asyncio.to_thread(gate.stop)
+            await server.stop(grace=1.0)
+            await self.sessions.close_all()
+            driver_logger.removeHandler(self.sessions.log_handler)
+            if created_socket:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(listen.socket_path).unlink()
+            shutil.rmtree(private, ignore_errors=True)

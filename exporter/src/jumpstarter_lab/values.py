@@ -1,0 +1,108 @@
+"""Arguments and results of driver calls, carried as google.protobuf.Value.
+
+Encoding follows upstream's JSON-mode rules (dataclasses and models become
+objects, tuples lists, enums their value) so both implementations read each
+other's values. bytes travel as base64 text and are restored where the
+receiving signature or dataclass field says `bytes`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import inspect
+import types
+import typing
+from pathlib import PurePath
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+
+def to_plain(value: Any) -> Any:
+    """Reduce a Python value to JSON-compatible data."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, enum.Enum):
+        return to_plain(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "model_dump"):  # pydantic models, as sent by upstream-style drivers
+        return to_plain(value.model_dump(mode="json"))
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"cannot send a value of type {type(value).__name__} in a driver call")
+
+
+def encode(value: Any) -> struct_pb2.Value:
+    return json_format.ParseDict(to_plain(value), struct_pb2.Value())
+
+
+def _integral(value: Any) -> Any:
+    # Value carries every number as a double; give back ints where they were ints.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
+def decode(value: struct_pb2.Value) -> Any:
+    if not value.WhichOneof("kind"):
+        return None
+    return _integral(json_format.MessageToDict(value))
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """Shape decoded data to a type hint: bytes from base64, dataclasses from dicts, containers recursively.
+
+    Anything that does not fit is returned unchanged; the callee's own checks decide.
+    """
+    if hint is Any or hint is None or value is None:
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            if arm is type(None):
+                continue
+            shaped = coerce(value, arm)
+            if shaped is not value or _fits(value, arm):
+                return shaped
+        return value
+    if hint is bytes and isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError as e:
+            raise ValueError(f"expected base64-encoded bytes: {e}") from None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if inspect.isclass(hint) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        hints = typing.get_type_hints(hint)
+        names = {f.name for f in dataclasses.fields(hint) if f.init}
+        unknown = set(value) - names
+        if unknown:
+            raise ValueError(f"unknown field(s) for {hint.__name__}: {', '.join(sorted(unknown))}")
+        return hint(**{k: coerce(v, hints.get(k, Any)) for k, v in value.items()})
+    if origin in (list, tuple, set, frozenset) and isinstance(value, list):
+        args = typing.get_args(hint)
+        inner = args[0] if args else Any
+        return origin(coerce(v, inner) for v in value) if origin is not tuple else tuple(value)
+    if origin is dict and isinstance(value, dict):
+        args = typing.get_args(hint)
+        inner = args[1] if len(args) == 2 else Any
+        return {k: coerce(v, inner) for k, v in value.items()}
+    return value
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    base = typing.get_origin(hint) or hint
+    return inspect.isclass(base) and isinstance(value, base)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Prepare everything the demo and the tests need, installing only what changed:
+#   .venv                      this project (editable) with pinned tools
+#   $CACHE/upstream-0.9.0      upstream Jumpstarter 0.9.0, the interop peer (outside the repo)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+python=${PYTHON:-python3}
+venv=${VENV:-$root/.venv}
+cache=${JUMPSTARTER_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jumpstarter-lab}
+pip_quiet=(--quiet --disable-pip-version-check)
+
+fingerprint() { cat "$@" | sha256sum | cut -c1-16; }
+
+ensure_venv() {  # dir fingerprint install-command...
+    local dir=$1 want=$2; shift 2
+    if [ "$(cat "$dir/.fingerprint" 2>/dev/null)" = "$want" ]; then return; fi
+    echo "bootstrap: preparing $dir" >&2
+    rm -rf "$dir"
+    "$python" -m venv "$dir"
+    "$dir/bin/pip" install "${pip_quiet[@]}" --upgrade pip==26.3
+    "$@"
+    echo "$want" > "$dir/.fingerprint"
+}
+
+install_project() {
+    local editables=(-e exporter)
+    for d in drivers/*/; do editables+=(-e "$d"); done
+    "$venv/bin/pip" install "${pip_quiet[@]}" -r requirements/dev.txt "${editables[@]}"
+}
+
+install_upstream() {
+    "$cache/upstream-0.9.0/bin/pip" install "${pip_quiet[@]}" -r requirements/upstream-0.9.0.txt
+}
+
+ensure_venv "$venv" "$(fingerprint requirements/dev.txt exporter/pyproject.toml drivers/*/pyproject.toml)" install_project
+mkdir -p "$cache"
+ensure_venv "$cache/upstream-0.9.0" "$(fingerprint requirements/upstream-0.9.0.txt)" install_upstream
