@@ -161,6 +161,8 @@ def cmd_shell(args) -> int:
 
 async def _shell_local(args, command: list[str], env: dict) -> int:
     """Serve the config on a private socket for as long as the command runs."""
+    if not args.verbose:  # the terminal belongs to the command; exporter chatter only with -v
+        logging.getLogger().setLevel(logging.WARNING)
     config = exporter_config.load(args.config)
     exporter = Exporter(config, linger=args.session_linger)
     with tempfile.TemporaryDirectory(prefix="jumpstarter-lab-shell-") as tmp:

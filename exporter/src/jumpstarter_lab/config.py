@@ -105,7 +105,7 @@ class Source:
         return f"{self.name}:{line}" if line else self.name
 
     def error(self, path: tuple, message: str) -> ConfigError:
-        dotted = ".".join(str(p) for p in path)
+        dotted = ".".join(str(p) for p in path if p != "__key__")
         return ConfigError(f"{dotted + ': ' if dotted else ''}{message} ({self.where(path)})")
 
 

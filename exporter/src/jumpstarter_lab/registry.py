@@ -55,7 +55,10 @@ def resolve_driver(type_name: str) -> type[Driver]:
         known = sorted(driver_entry_points())
         close = difflib.get_close_matches(type_name, known, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else "; run 'jumpstarter-lab drivers' for the list"
-        raise ConfigError(f"unknown driver type '{type_name}' ({e}){hint}") from None
+        # A module that is simply not there says nothing new; a module that fails to import does.
+        absent = isinstance(e, ModuleNotFoundError) and e.name and type_name.startswith(e.name)
+        detail = "" if absent or "has no attribute" in str(e) else f" ({e})"
+        raise ConfigError(f"unknown driver type '{type_name}'{detail}{hint}") from None
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(f"'{type_name}' is not a jumpstarter.lab driver class")
     return cls

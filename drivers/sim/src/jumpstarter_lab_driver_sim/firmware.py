@@ -1,4 +1,4 @@
-"""What the sim board 'runs' when powered: boot from the image, log in, exec a shell.
+"""What the sim board 'runs' when powered: boot from the image, then log in and run a shell, again and again.
 
 Started by SimDut on the slave side of a pty as a new session leader; never
 imported by the exporter itself.
@@ -11,6 +11,8 @@ import fcntl
 import hashlib
 import os
 import re
+import signal
+import subprocess
 import sys
 import termios
 import time
@@ -67,22 +69,32 @@ def main() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty becomes this session's controlling terminal
     marker = boot(args.image)
     say(f"Welcome to SimBoard ({marker})\n")
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # to take the terminal back after each shell
+    while True:  # like getty: a login prompt again after every shell exits
+        user = login(args.login, password, args.hostname)
+        run_shell(user, args, marker)
+        os.tcsetpgrp(0, os.getpgrp())
+
+
+def login(expected_user: str, password: str, hostname: str) -> str:
     while True:
-        say(f"\n{args.hostname} login: ")
+        say(f"\n{hostname} login: ")
         user = read_line(echo=True)
         say("Password: ")
         secret = read_line(echo=False)
         say("\n")
-        if user == args.login and secret == password:
-            break
+        if user == expected_user and secret == password:
+            return user
         time.sleep(0.2)
         say("Login incorrect\n")
+
+
+def run_shell(user: str, args: argparse.Namespace, marker: str) -> None:
     home = os.environ.get("SIM_HOME", "/tmp")
     env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "vt100", "USER": user,
            "LOGNAME": user, "SHELL": args.shell, "SIM_MARKER": marker,
            "PS1": f"{user}@{args.hostname}:\\w\\$ "}
-    os.chdir(home)
-    os.execve(args.shell, [args.shell, "--noprofile", "--norc", "-i"], env)
+    subprocess.run([args.shell, "--noprofile", "--norc", "-i"], env=env, cwd=home)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ class Connection:
 
 
 def _channel(address: str, *, tls_ca: str | None, insecure: bool) -> grpc.aio.Channel:
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    # A private subchannel pool: gRPC would otherwise share one connection between
+    # channels to the same address, and a connection is a session to the exporter.
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)]
     if not is_tcp_address(address):
         return grpc.aio.insecure_channel(f"unix:{Path(address).resolve()}", options=options)
     if insecure:

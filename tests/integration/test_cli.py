@@ -1,0 +1,90 @@
+"""The `jumpstarter-lab` command: one-line errors, no leftovers, calls and shells."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import CLI, FIXTURES, STANDARD_EXPORT, exporter_config, subprocess_env
+
+
+def cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env=subprocess_env(**env), cwd=FIXTURES.parent)
+
+
+BROKEN = {
+    "unknown-type": ("power:\n  type: jumpstarter_driver_power.driver.Nope\n",
+                     "export.power.type: unknown driver type 'jumpstarter_driver_power.driver.Nope'"),
+    "wrong-param": ("serial:\n  type: jumpstarter_driver_pyserial.driver.PySerial\n  config:\n    url: loop://\n"
+                    "    baudrate: fast\n",
+                    'export.serial.config.baudrate: expected integer, got "fast"'),
+    "not-a-driver": ("x:\n  type: os.path.join\n", "'os.path.join' is not a jumpstarter.lab driver class"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_config_fails_with_one_line_and_leaves_nothing(case, tmp_path):
+    export, message = BROKEN[case]
+    config = tmp_path / "exporter.yaml"
+    config.write_text(exporter_config(export))
+    socket = tmp_path / "e.sock"
+    for args in (["exporter", "check", "--config", str(config)],
+                 ["exporter", "run", "--config", str(config), "--socket", str(socket)]):
+        result = cli(*args)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and str(config) in lines[0], result.stderr
+    assert not socket.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exporter.yaml"]
+
+
+def test_check_reports_a_good_config(tmp_path):
+    config = tmp_path / "ok.yaml"
+    config.write_text(exporter_config(STANDARD_EXPORT))
+    result = cli("exporter", "check", "--config", str(config))
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"{config}: ok, exporter 'test' with 3 driver(s)"
+
+
+def test_call_and_tree_against_a_running_exporter(make_config, run_exporter):
+    exporter = run_exporter(make_config(STANDARD_EXPORT))
+    tree = cli("tree", "--host", exporter.address)
+    assert tree.returncode == 0, tree.stderr
+    assert "power  [jumpstarter_driver_power.client.PowerClient]" in tree.stdout
+    assert ".on()  Power on" in tree.stdout
+    assert cli("call", "--host", exporter.address, "power.status").stdout.strip() == "off"
+    reading = cli("call", "--host", exporter.address, "power.read")
+    assert json.loads(reading.stdout) == {"voltage": 0, "current": 0}
+    missing = cli("call", "--host", exporter.address, "power.explode")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == ("jumpstarter-lab: error: power.explode: MockPower has no exported method "
+                                      "'explode' (it has: off, on, read, status)")
+    nowhere = cli("call", "--host", exporter.address, "fan.on")
+    assert nowhere.stderr.strip() == "jumpstarter-lab: error: no driver 'fan' under the exporter (has: power, echo, serial)"
+    extra = cli("call", "--host", exporter.address, "power.on", "1")
+    assert "wrong arguments for on()" in extra.stderr and extra.returncode == 1
+
+
+def test_shell_runs_commands_in_one_session(tmp_path):
+    config = tmp_path / "exporter.yaml"
+    config.write_text(exporter_config(STANDARD_EXPORT))
+    script = f"{CLI} call power.on && {CLI} call power.status && echo host=$JUMPSTARTER_HOST"
+    result = cli("shell", "--config", str(config), "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "on"  # the second command saw the first one's power state
+    socket = lines[1].removeprefix("host=")
+    assert socket.endswith("exporter.sock") and not os.path.exists(socket)
+    failing = cli("shell", "--config", str(config), "--", "sh", "-c", "exit 7")
+    assert failing.returncode == 7
+
+
+def test_call_without_an_exporter_says_how_to_give_one():
+    env = {k: v for k, v in os.environ.items() if k != "JUMPSTARTER_HOST"}
+    result = subprocess.run([CLI, "call", "power.on"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "jumpstarter-lab: error: no exporter address given and JUMPSTARTER_HOST is not set"

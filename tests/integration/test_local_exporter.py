@@ -1,0 +1,218 @@
+"""A real exporter process on a Unix socket, driven by the client library."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, STANDARD_EXPORT, subprocess_env, wait_for
+from jumpstarter_lab.client import Allowlist, UnavailableClient, connect
+from jumpstarter_lab.errors import (
+    ClientNotAllowed,
+    DriverError,
+    DriverInvalidArgument,
+    DriverNotImplemented,
+    DriverTimeout,
+    ExporterUnavailable,
+    MethodNotFound,
+)
+
+RECORDER = """
+rec:
+  type: labtest_drivers.Recorder
+  config:
+    path: {path}
+"""
+TRUST_FIXTURES = Allowlist(["jumpstarter_lab*", "labtest_drivers"])
+
+
+@pytest.fixture
+def standard(make_config, run_exporter):
+    return run_exporter(make_config(STANDARD_EXPORT))
+
+
+@pytest.fixture
+def recorder(make_config, run_exporter, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    record = tmp_path / "record.txt"
+    exporter = run_exporter(make_config(RECORDER.format(path=record) + STANDARD_EXPORT))
+    exporter.record = record
+    return exporter
+
+
+def events(record: Path) -> list[str]:
+    return record.read_text().splitlines() if record.exists() else []
+
+
+def test_socket_is_private_and_removed_on_stop(standard):
+    path = Path(standard.address)
+    mode = path.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert standard.stop() == 0
+    assert not path.exists()
+
+
+def test_power_echo_and_serial_through_typed_clients(standard):
+    with connect(standard.address) as root:
+        assert sorted(root.children) == ["echo", "power", "serial"]
+        assert type(root.power).__name__ == "PowerClient"
+        root.power.on()
+        assert [r.voltage for r in root.power.read()] == [5.0]
+        assert root.power.call("status") == "on"
+        root.power.off()
+        assert root.power.call("status") == "off"
+        payload = os.urandom(1 << 20)
+        with root.echo.stream() as stream:
+            sender = threading.Thread(target=lambda: [stream.send(payload[i:i + 65536])
+                                                      for i in range(0, len(payload), 65536)])
+            sender.start()
+            assert stream.receive_exactly(len(payload), timeout=30) == payload
+            sender.join()
+        with root.serial.stream() as stream:
+            stream.send(b"AT\r\n")
+            assert stream.receive_exactly(4, timeout=10) == b"AT\r\n"
+
+
+def test_each_connection_gets_its_own_drivers_and_named_sessions_share(recorder):
+    with connect(recorder.address, allow=TRUST_FIXTURES) as a, connect(recorder.address, allow=TRUST_FIXTURES) as b:
+        assert [a.rec.call("counter"), a.rec.call("counter")] == [1, 2]
+        assert b.rec.call("counter") == 1
+        assert a.rec.note("a") != b.rec.note("b")  # different driver instances
+    with connect(recorder.address, allow=TRUST_FIXTURES, session="lab-1") as a:
+        assert a.rec.call("counter") == 1
+        with connect(recorder.address, allow=TRUST_FIXTURES, session="lab-1") as b:
+            assert b.rec.call("counter") == 2
+            assert a.rec.note("x") == b.rec.note("y")
+
+
+def test_session_ends_and_drivers_close_when_client_is_killed(recorder):
+    script = textwrap.dedent(f"""
+        import sys, time
+        from jumpstarter_lab.client import connect, Allowlist
+        with connect({recorder.address!r}, allow=Allowlist(["jumpstarter_lab*", "labtest_drivers"])) as root:
+            print(root.rec.note("alive"), flush=True)
+            with root.rec.stream() as s:
+                s.send(b"x"); s.receive(timeout=5)
+                print("streaming", flush=True)
+                time.sleep(600)
+    """)
+    client = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=subprocess_env())
+    instance = client.stdout.readline().decode().strip()
+    assert client.stdout.readline().decode().strip() == "streaming"
+    assert f"{instance} closed" not in events(recorder.record)
+    client.kill()
+    client.wait()
+    client.stdout.close()
+    wait_for(lambda: f"{instance} closed" in events(recorder.record), 10, "the killed client's session to close")
+    assert recorder.stop() == 0
+    assert "Traceback" not in recorder.logs()
+
+
+def test_end_session_gives_fresh_drivers(recorder):
+    with connect(recorder.address, allow=TRUST_FIXTURES, session="s") as root:
+        first = root.rec.note("one")
+        root.connection.portal.call(root.connection.end_session())
+        wait_for(lambda: f"{first} closed" in events(recorder.record), 5, "EndSession to close the drivers")
+        assert root.rec.call("counter") == 1
+        assert root.rec.note("two") != first
+
+
+def test_errors_arrive_as_the_matching_exceptions(recorder):
+    with connect(recorder.address, allow=TRUST_FIXTURES) as root:
+        rec = root.rec
+        expected = {"value": DriverInvalidArgument, "timeout": DriverTimeout, "notimpl": DriverNotImplemented,
+                    "conn": ExporterUnavailable, "runtime": DriverError}
+        for kind, error in expected.items():
+            with pytest.raises(error, match=f"boom-{kind}"):
+                rec.call("fail", kind)
+        assert issubclass(DriverInvalidArgument, ValueError) and issubclass(DriverTimeout, TimeoutError)
+        with pytest.raises(MethodNotFound, match=r"no exported method 'not_exported' \(it has: .*counter"):
+            rec.call("not_exported")
+        with pytest.raises(MethodNotFound, match="ticks is a streaming method"):
+            rec.call("ticks", 3)
+        with pytest.raises(DriverInvalidArgument, match=r"wrong arguments for greet\(name, punctuation='!'\)"):
+            rec.call("greet")
+        with pytest.raises(DriverInvalidArgument, match="base64"):
+            rec.call("reverse", "%%%")
+        # the session survives its errors
+        assert rec.call("greet", "lab") == "hello, lab!"
+        assert rec.call("greet", "lab", "?") == "hello, lab?"
+        assert rec.call("reverse", b"abc") == "Y2Jh"  # bytes come back base64, as upstream sends them
+        assert list(rec.streamingcall("ticks", 4)) == [0, 1, 2, 3]
+    assert "Traceback" not in recorder.logs() or "boom-runtime" in recorder.logs()
+
+
+def test_client_class_outside_allowlist_is_refused_and_never_imported(recorder):
+    sys.modules.pop("labtest_drivers", None)
+    with connect(recorder.address) as root:
+        rec = root.rec
+        assert isinstance(rec, UnavailableClient)
+        assert "labtest_drivers" not in sys.modules
+        with pytest.raises(ClientNotAllowed, match="'labtest_drivers.RecorderClient' is not in the driver allowlist"):
+            rec.call("counter")
+        root.power.on()  # the rest of the tree still works
+    with connect(recorder.address, allow=TRUST_FIXTURES) as root:
+        assert type(root.rec).__name__ == "RecorderClient"
+
+
+# Speaks just enough HTTP/2 to see whether the exporter answers: a refused peer gets EOF.
+PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+try:
+    print("answered" if s.recv(64) else "closed")
+except ConnectionResetError:
+    print("closed")
+"""
+
+
+def test_refuses_a_peer_of_another_uid(make_config, run_exporter, tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("this test switches to uid 65534 and must run as root (as CI does)")
+    public = Path(tempfile.mkdtemp(prefix="peercred-"))
+    try:
+        public.chmod(0o755)
+        exporter = run_exporter(make_config(STANDARD_EXPORT), "--socket", str(public / "e.sock"))
+        os.chmod(exporter.address, 0o666)  # leave only SO_PEERCRED between the peer and the exporter
+
+        def probe(**user) -> str:
+            result = subprocess.run(["/usr/bin/python3", "-c", PROBE, exporter.address], capture_output=True,
+                                    text=True, timeout=60, cwd="/", **user)
+            return result.stdout.strip() or result.stderr
+
+        assert probe(user=65534, group=65534) == "closed"
+        wait_for(lambda: "refused a connection from uid 65534" in exporter.logs(), 5, "the refusal in the log")
+        assert probe() == "answered"
+        with connect(exporter.address) as root:  # the owner still gets in
+            root.power.on()
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+
+
+def test_second_exporter_on_a_live_socket_is_refused(standard, make_config, tmp_path):
+    from conftest import CLI
+
+    result = subprocess.run([CLI, "exporter", "run", "--config", str(make_config(STANDARD_EXPORT, filename="b.yaml")),
+                             "--socket", standard.address], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(f"{standard.address} is in use by another exporter")
+    with connect(standard.address) as root:  # the first one is untouched
+        root.power.on()
+
+
+def test_missing_socket_is_reported_at_once(tmp_path):
+    with pytest.raises(ExporterUnavailable, match="no exporter socket at"):
+        with connect(str(tmp_path / "absent.sock")):
+            pass

@@ -1,0 +1,145 @@
+"""Upstream Jumpstarter 0.9.0 as a real peer, in both directions, and its protocol descriptors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT, STANDARD_EXPORT, exporter_config, free_port, upstream_venv, wait_for
+from jumpstarter_lab.client import connect
+from jumpstarter_lab.errors import MethodNotFound
+
+DESCRIBE = textwrap.dedent("""
+    import json, sys
+    from google.protobuf import descriptor_pb2
+    if sys.argv[1] == "upstream":
+        from jumpstarter_protocol.jumpstarter.v1 import common_pb2, jumpstarter_pb2, kubernetes_pb2, router_pb2
+        from jumpstarter_protocol.jumpstarter.client.v1 import client_pb2
+    else:
+        from jumpstarter_lab.protocol import common_pb2, jumpstarter_pb2, kubernetes_pb2, router_pb2, client_pb2
+
+    def fields(message, prefix=""):
+        out = {}
+        for m in message.message_type if hasattr(message, "message_type") else message.nested_type:
+            name = prefix + m.name
+            out[name] = [(f.name, f.number, f.type, f.label, f.type_name, f.proto3_optional) for f in m.field]
+            out.update(fields(m, name + "."))
+        return out
+
+    result = {}
+    for module in (common_pb2, jumpstarter_pb2, kubernetes_pb2, router_pb2, client_pb2):
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        result[proto.name] = {
+            "package": proto.package,
+            "messages": fields(proto),
+            "enums": {e.name: [(v.name, v.number) for v in e.value] for e in proto.enum_type},
+            "services": {s.name: [(m.name, m.input_type, m.output_type, m.client_streaming, m.server_streaming)
+                                  for m in s.method] for s in proto.service},
+        }
+    print(json.dumps(result, sort_keys=True))
+""")
+
+
+def describe(python: str, which: str) -> dict:
+    out = subprocess.run([python, "-c", DESCRIBE, which], capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def test_protocol_descriptors_match_upstream_field_for_field():
+    ours = describe(sys.executable, "ours")
+    theirs = describe(str(upstream_venv() / "bin" / "python"), "upstream")
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        assert ours[name] == theirs[name], f"{name} differs from upstream"
+
+
+@pytest.fixture
+def upstream_exporter(tmp_path):
+    config = tmp_path / "upstream.yaml"
+    config.write_text(exporter_config(STANDARD_EXPORT, name="upstream") + 'endpoint: ""\ntoken: ""\n')
+    port = free_port()
+    log = open(tmp_path / "upstream.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([str(upstream_venv() / "bin" / "jmp"), "run", "--exporter-config", str(config),
+                                "--tls-grpc-listener", f"127.0.0.1:{port}", "--tls-grpc-insecure"],
+                               stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HOME=str(tmp_path)),
+                               start_new_session=True)
+
+    def listening():
+        if process.poll() is not None:
+            raise AssertionError(f"upstream exporter exited: {(tmp_path / 'upstream.log').read_text()}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, 60, "the upstream exporter to listen", interval=0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_our_client_drives_an_upstream_exporter(upstream_exporter):
+    with connect(upstream_exporter, insecure=True) as root:
+        assert {name: type(c).__name__ for name, c in root.children.items()} == {
+            "power": "PowerClient", "echo": "NetworkClient", "serial": "SerialClient"}
+        root.power.on()
+        readings = list(root.power.read())
+        assert [(r.voltage, r.current) for r in readings] == [(0.0, 0.0), (5.0, 2.0)]
+        root.power.off()
+        with root.echo.stream() as stream:
+            stream.send(b"hello upstream")
+            assert stream.receive_exactly(14, timeout=10) == b"hello upstream"
+        with root.serial.stream() as stream:
+            stream.send(b"serial bytes")
+            assert stream.receive_exactly(12, timeout=10) == b"serial bytes"
+        with pytest.raises(MethodNotFound):
+            root.power.call("explode")
+
+
+UPSTREAM_CLIENT = textwrap.dedent("""
+    from jumpstarter.utils.env import env
+    with env() as client:
+        print("children", ",".join(sorted(client.children)))
+        client.power.on()
+        print("read", [(r.voltage, r.current) for r in client.power.read()])
+        client.power.off()
+        with client.echo.stream() as s:
+            s.send(b"echo from upstream")
+            got = b""
+            while len(got) < 18:
+                got += s.receive()
+            print("echo", got.decode())
+        with client.serial.stream() as s:
+            s.send(b"serial from upstream")
+            got = b""
+            while len(got) < 20:
+                got += s.receive()
+            print("serial", got.decode())
+""")
+
+
+def test_upstream_client_drives_our_exporter(make_config, run_exporter, tmp_path):
+    exporter = run_exporter(make_config(STANDARD_EXPORT), "--listen", "127.0.0.1:0", "--insecure")
+    script = tmp_path / "upstream_client.py"
+    script.write_text(UPSTREAM_CLIENT)
+    venv = upstream_venv()
+    result = subprocess.run([str(venv / "bin" / "jmp"), "shell", "--tls-grpc", exporter.address, "--tls-grpc-insecure",
+                             "--", str(venv / "bin" / "python"), str(script)],
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)),
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ours = [line for line in result.stdout.splitlines() if line.split(" ", 1)[0] in ("children", "read", "echo", "serial")]
+    assert ours == [
+        "children echo,power,serial",
+        "read [(5.0, 2.0)]",
+        "echo echo from upstream",
+        "serial serial from upstream",
+    ]
