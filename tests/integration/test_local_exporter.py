@@ -216,3 +216,37 @@ def test_missing_socket_is_reported_at_once(tmp_path):
     with pytest.raises(ExporterUnavailable, match="no exporter socket at"):
         with connect(str(tmp_path / "absent.sock")):
             pass
+
+
+def test_exporter_killed_mid_stream_fails_the_client_and_restart_reclaims_the_socket(make_config, run_exporter):
+    config = make_config(STANDARD_EXPORT)
+    exporter = run_exporter(config)
+    with connect(exporter.address) as root:
+        with root.echo.stream() as stream:
+            stream.send(b"ping")
+            assert stream.receive_exactly(4, timeout=10) == b"ping"
+            exporter.process.kill()
+            exporter.process.wait()
+            with pytest.raises((ExporterUnavailable, EOFError)):
+                stream.receive_exactly(1, timeout=10)
+        with pytest.raises(ExporterUnavailable):
+            root.power.on()
+    assert Path(exporter.address).exists()  # SIGKILL leaves the file; the next exporter takes it over
+    again = run_exporter(config, "--socket", exporter.address)
+    with connect(again.address) as root:
+        root.power.on()
+    assert again.stop() == 0 and not Path(again.address).exists()
+
+
+def test_log_stream_carries_driver_logs(standard):
+    from google.protobuf import empty_pb2
+
+    async def first_driver_log(connection):
+        async for entry in connection.stub.LogStream(empty_pb2.Empty(), metadata=connection.metadata, timeout=10):
+            if "power on" in entry.message:
+                return entry
+
+    with connect(standard.address, session="logs") as root:
+        root.power.on()
+        entry = root.connection.portal.call(first_driver_log(root.connection))
+        assert entry.severity == "INFO" and entry.message == "power on"

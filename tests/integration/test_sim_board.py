@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from conftest import subprocess_env, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.errors import DriverInvalidArgument
 from jumpstarter_lab_driver_serial.client import Console
@@ -59,3 +65,49 @@ def test_storage_on_host_side_means_nothing_boots(make_config, run_exporter):
         with root.board.console.open() as console:
             root.board.power.on()
             console.expect("no bootable image found in storage; halted", timeout=20)
+
+
+SHELL_PID = """
+import sys, time
+from jumpstarter_lab.client import connect
+from jumpstarter_lab_driver_serial.client import Console
+with connect(sys.argv[1]) as root:
+    open(sys.argv[2], "wb").write(b"JUMPSTARTER_MARKER=pid-test")
+    root.board.storage.flash(sys.argv[2])
+    with root.board.console.open() as console:
+        root.board.power.on()
+        console.expect("login: ", timeout=20)
+        console.sendline("root"); console.expect("Password: "); console.sendline("s3cret")
+        console.expect("# ", timeout=20)
+        console.sendline('echo "P""ID=$$"')
+        print(console.expect(r"PID=(\\d+)").group(1).decode(), flush=True)
+        time.sleep(600)
+"""
+
+
+def _board_shell(exporter, image: Path) -> tuple[subprocess.Popen, int]:
+    client = subprocess.Popen([sys.executable, "-c", SHELL_PID, exporter.address, str(image)],
+                              stdout=subprocess.PIPE, env=subprocess_env())
+    pid = int(client.stdout.readline())
+    assert Path(f"/proc/{pid}").exists()
+    return client, pid
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # reaped soon; a zombie holds nothing
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("who", ["client", "exporter"])
+def test_board_processes_end_when_a_peer_is_killed(who, make_config, run_exporter, tmp_path):
+    exporter = run_exporter(make_config(SIM))
+    client, pid = _board_shell(exporter, tmp_path / "image.bin")
+    try:
+        (client if who == "client" else exporter.process).send_signal(signal.SIGKILL)
+        wait_for(lambda: _gone(pid), 15, f"the board's shell to end after the {who} was killed")
+    finally:
+        client.kill()
+        client.wait()
+        client.stdout.close()

@@ -93,8 +93,11 @@ def status_for_exception(exc: BaseException) -> grpc.StatusCode:
 
 def exception_for_rpc_error(error: grpc.RpcError, what: str) -> DriverError:
     """Turn a failed RPC into the matching DriverError; `what` names the call for the message."""
-    code = error.code()
-    details = error.details() or code.name
+    return exception_for_status(error.code(), error.details(), what)
+
+
+def exception_for_status(code: grpc.StatusCode, details: str | None, what: str) -> DriverError:
+    details = details or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         return ExporterUnavailable(f"{what}: exporter unavailable: {details}")
     return _EXCEPTION_FOR_STATUS.get(code, DriverError)(f"{what}: {details}")

@@ -7,6 +7,7 @@ imported by the exporter itself.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -17,11 +18,12 @@ import sys
 import termios
 import time
 
+PR_SET_PDEATHSIG = 1
 MARKER = re.compile(rb"JUMPSTARTER_MARKER=(\S+)")
 
 
 def say(text: str) -> None:
-    sys.stdout.write(text.replace("\n", "\r\n"))
+    sys.stdout.write(text)  # the terminal's ONLCR turns \n into \r\n, as on a real console
     sys.stdout.flush()
 
 
@@ -58,6 +60,14 @@ def boot(image: str) -> str:
     return marker
 
 
+def die_with_parent() -> None:
+    """A board whose exporter died (even by SIGKILL) loses power too."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the exporter died before prctl took effect
+        raise SystemExit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--image", required=True)
@@ -66,6 +76,7 @@ def main() -> None:
     parser.add_argument("--shell", required=True)
     args = parser.parse_args()
     password = os.environ.pop("SIM_PASSWORD", "")
+    die_with_parent()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty becomes this session's controlling terminal
     marker = boot(args.image)
     say(f"Welcome to SimBoard ({marker})\n")

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from .. import values
-from ..errors import ExporterUnavailable, JumpstarterLabError, exception_for_rpc_error
+from ..errors import ExporterUnavailable, JumpstarterLabError, exception_for_rpc_error, exception_for_status
 from ..protocol import jumpstarter_pb2, router_pb2
 from ..session import STREAM_REQUEST_METADATA
 from ..streams import forward
@@ -62,6 +62,19 @@ class ClientFrames:
 
     async def aclose(self) -> None:
         self._call.cancel()
+
+
+async def _raise_if_refused(call, what: str) -> dict:
+    """Wait for a stream's start; an exporter that refused it has ended the call with a status."""
+    try:
+        metadata = dict(await call.initial_metadata() or ())
+    except grpc.aio.AioRpcError as e:
+        raise exception_for_rpc_error(e, what) from None
+    if call.done():
+        code = await call.code()
+        if code != grpc.StatusCode.OK:
+            raise exception_for_status(code, await call.details(), what)
+    return metadata
 
 
 class BlockingStream:
@@ -181,12 +194,7 @@ class DriverClient:
         request = json.dumps({"kind": "driver", "uuid": str(self.uuid), "method": method})
         call = self.connection.router.Stream(metadata=self.connection.metadata + ((STREAM_REQUEST_METADATA, request),))
         what = self._what(method)
-        await call.initial_metadata()
-        if call.done():  # refused before it started: surface the exporter's reason
-            try:
-                await call
-            except grpc.aio.AioRpcError as e:
-                raise exception_for_rpc_error(e, what) from None
+        await _raise_if_refused(call, what)
         stream = ClientFrames(call, what)
         try:
             yield stream
@@ -200,12 +208,9 @@ class DriverClient:
         request = json.dumps({"kind": "resource", "uuid": str(self.uuid), "x_jmp_content_encoding": None})
         call = self.connection.router.Stream(metadata=self.connection.metadata + ((STREAM_REQUEST_METADATA, request),))
         what = self._what("resource")
-        metadata = dict(await call.initial_metadata() or ())
+        metadata = await _raise_if_refused(call, what)
         if "resource" not in metadata:
-            try:
-                await call
-            except grpc.aio.AioRpcError as e:
-                raise exception_for_rpc_error(e, what) from None
+            call.cancel()
             raise ExporterUnavailable(f"{what}: exporter did not accept the stream")
         frames = ClientFrames(call, what)
         pushing = asyncio.ensure_future(forward(frames, source))
