@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import CLI, FIXTURES, STANDARD_EXPORT, exporter_config, subprocess_env
+from helpers import CLI, FIXTURES, STANDARD_EXPORT, exporter_config, subprocess_env
 
 
 def cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:

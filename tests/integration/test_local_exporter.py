@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, STANDARD_EXPORT, subprocess_env, wait_for
+from helpers import FIXTURES, STANDARD_EXPORT, subprocess_env, wait_for
 from jumpstarter_lab.client import Allowlist, UnavailableClient, connect
 from jumpstarter_lab.errors import (
     ClientNotAllowed,
@@ -202,7 +202,7 @@ def test_refuses_a_peer_of_another_uid(make_config, run_exporter, tmp_path):
 
 
 def test_second_exporter_on_a_live_socket_is_refused(standard, make_config, tmp_path):
-    from conftest import CLI
+    from helpers import CLI
 
     result = subprocess.run([CLI, "exporter", "run", "--config", str(make_config(STANDARD_EXPORT, filename="b.yaml")),
                              "--socket", standard.address], capture_output=True, text=True, timeout=60)

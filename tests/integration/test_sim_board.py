@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import subprocess_env, wait_for
+from helpers import subprocess_env, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.errors import DriverInvalidArgument
 from jumpstarter_lab_driver_serial.client import Console

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import CLI, STANDARD_EXPORT
+from helpers import CLI, STANDARD_EXPORT
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.errors import ExporterUnavailable
 from jumpstarter_lab.tls import issue_server_cert, make_ca

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT, STANDARD_EXPORT, exporter_config, free_port, upstream_venv, wait_for
+from helpers import ROOT, STANDARD_EXPORT, exporter_config, free_port, upstream_venv, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.errors import MethodNotFound
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import FIXTURES, STANDARD_EXPORT, exporter_config
+from helpers import FIXTURES, STANDARD_EXPORT, exporter_config
 from jumpstarter_lab import config
 from jumpstarter_lab.errors import ConfigError
 

@@ -4,7 +4,7 @@ import filecmp
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 GENERATED = ROOT / "exporter" / "src" / "jumpstarter_lab" / "protocol"
 

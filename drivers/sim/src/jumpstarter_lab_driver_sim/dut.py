@@ -78,15 +78,27 @@ class SimDut:
 
     async def write(self, data: bytes) -> None:
         while data:
-            if self._master is None or not self.powered:
+            master = self._master
+            if master is None or not self.powered:
                 return  # a powered-off board ignores its serial input
             try:
-                written = os.write(self._master, data)
+                written = os.write(master, data)
                 data = data[written:]
             except BlockingIOError:
-                await asyncio.sleep(0.01)
+                await self._writable(master)
             except OSError:
                 return
+
+    async def _writable(self, master: int) -> None:
+        """Wait until the terminal takes input again (the board reads slower than we send)."""
+        ready = self._loop.create_future()
+        self._loop.add_writer(master, lambda: ready.done() or ready.set_result(None))
+        try:
+            await asyncio.wait_for(ready, 1.0)
+        except asyncio.TimeoutError:
+            pass  # check power and try again
+        finally:
+            self._loop.remove_writer(master)
 
     def power_off(self) -> None:
         """Kill the firmware and everything it started; safe from any thread, idempotent."""

@@ -81,6 +81,7 @@ def main() -> None:
     marker = boot(args.image)
     say(f"Welcome to SimBoard ({marker})\n")
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # to take the terminal back after each shell
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # like getty, Ctrl-C at the login prompt does nothing
     while True:  # like getty: a login prompt again after every shell exits
         user = login(args.login, password, args.hostname)
         run_shell(user, args, marker)
@@ -105,7 +106,8 @@ def run_shell(user: str, args: argparse.Namespace, marker: str) -> None:
     env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "vt100", "USER": user,
            "LOGNAME": user, "SHELL": args.shell, "SIM_MARKER": marker,
            "PS1": f"{user}@{args.hostname}:\\w\\$ "}
-    subprocess.run([args.shell, "--noprofile", "--norc", "-i"], env=env, cwd=home)
+    subprocess.run([args.shell, "--noprofile", "--norc", "-i"], env=env, cwd=home,
+                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,246 @@
+# Copyright (c) jumpstarter.lab contributors
+# Apache-2.0
+"""Connection plugin: run Ansible over a board's serial console, through its exporter."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: jumpstarter
+short_description: Run tasks on a board over its serial console, through a Jumpstarter exporter
+description:
+  - Attaches to the console stream of a board's exporter, logs in when a login prompt shows (or takes over an
+    open shell), and runs each command framed by random markers with its exit status, stdout and stderr kept
+    apart and verified by checksum; kernel messages on the console cannot corrupt results.
+  - Files move as chunked, checksummed base64 (gzip-compressed when that pays) into a temporary file that is
+    then moved into place.
+  - Needs C(sh), C(base64), C(sha256sum), C(sed) and C(wc) on the board (coreutils or busybox).
+author: jumpstarter.lab developers
+version_added: 0.1.0
+extends_documentation_fragment:
+  - jumpstarter.lab.exporter
+options:
+  console:
+    description:
+      - Dotted path of the console (serial) driver in the exporter's tree, e.g. C(board.console).
+      - By default the serial driver named C(console), else the first serial driver found.
+    type: str
+    vars:
+      - name: jumpstarter_console
+  remote_user:
+    description: User to log in as when the console shows a login prompt.
+    type: str
+    default: root
+    vars:
+      - name: ansible_user
+      - name: jumpstarter_user
+  password:
+    description: Password for the console login.
+    type: str
+    vars:
+      - name: ansible_password
+      - name: jumpstarter_password
+  login_prompt:
+    description: Regular expression matching the console's login prompt at the end of a line.
+    type: str
+    default: 'login:\s*$'
+    vars:
+      - name: jumpstarter_login_prompt
+  password_prompt:
+    description: Regular expression matching the console's password prompt.
+    type: str
+    default: '[Pp]assword:\s*$'
+    vars:
+      - name: jumpstarter_password_prompt
+  shell_prompt:
+    description: Regular expression matching a shell prompt after logging in.
+    type: str
+    default: '[#$>]\s*$'
+    vars:
+      - name: jumpstarter_shell_prompt
+  timeout:
+    description: Seconds to reach the exporter, attach to the console and log in.
+    type: int
+    default: 60
+    vars:
+      - name: ansible_timeout
+      - name: jumpstarter_timeout
+  command_timeout:
+    description: Seconds one command may run before the task fails.
+    type: int
+    default: 600
+    vars:
+      - name: jumpstarter_command_timeout
+  tmpdir:
+    description: Directory on the board for the framing's temporary files.
+    type: str
+    default: /tmp
+    vars:
+      - name: jumpstarter_tmpdir
+"""
+
+EXAMPLES = r"""
+# inventory.yml: a board served by a local exporter
+# all:
+#   hosts:
+#     board1:
+#       ansible_connection: jumpstarter.lab.jumpstarter
+#       jumpstarter_host: /run/jumpstarter/board1.sock
+#       jumpstarter_console: board.console
+#       ansible_user: root
+#       ansible_password: "{{ vault_board_password }}"
+
+- name: Configure a board over its serial console
+  hosts: board1
+  gather_facts: false
+  tasks:
+    - name: Kernel
+      ansible.builtin.command: uname -a
+"""
+
+import fcntl
+import hashlib
+import os
+import re
+from contextlib import ExitStack
+
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.module_utils.common.text.converters import to_bytes
+from ansible.plugins.connection import ConnectionBase
+from ansible.utils.display import Display
+
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
+    SERIAL_LABEL,
+    exporter,
+    find_driver,
+)
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_shell import (
+    ConsoleError,
+    Prompts,
+    SerialShell,
+)
+
+display = Display()
+
+
+class Connection(ConnectionBase):
+    transport = "jumpstarter.lab.jumpstarter"
+    has_pipelining = True
+    has_tty = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stack: ExitStack | None = None
+        self._shell_session: SerialShell | None = None
+
+    def _connect(self):
+        if self._connected:
+            return self
+        host = self._play_context.remote_addr
+        stack = ExitStack()
+        try:
+            root = stack.enter_context(exporter(self.get_option, host, float(self.get_option("timeout"))))
+            console = find_driver(root, self.get_option("console"), SERIAL_LABEL, "console")
+            stack.enter_context(self._console_lock(self.get_option("jumpstarter_host"), console.name))
+            stream = stack.enter_context(console.stream())
+            prompts = Prompts(login=to_bytes(self.get_option("login_prompt")),
+                              password=to_bytes(self.get_option("password_prompt")),
+                              shell=to_bytes(self.get_option("shell_prompt")))
+            shell = SerialShell(stream, prompts=prompts, tmpdir=self.get_option("tmpdir"),
+                                log=lambda m: display.vvv(m, host=host))
+            shell.attach(self.get_option("remote_user"), self.get_option("password"), float(self.get_option("timeout")))
+        except ConsoleError as e:
+            stack.close()
+            raise AnsibleConnectionFailure(f"console of {host}: {e}") from None
+        except BaseException:
+            stack.close()
+            raise
+        self._stack, self._shell_session = stack, shell
+        self._connected = True
+        display.vvv(f"attached to the console of {host}", host=host)
+        return self
+
+    @staticmethod
+    def _console_lock(address: str, console: str):
+        """One task at a time on a console, across forks and concurrent ansible runs."""
+        lock_dir = os.path.join(os.path.expanduser("~"), ".ansible", "jumpstarter-locks")
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        key = hashlib.sha256(f"{address}|{console}".encode()).hexdigest()[:24]
+        handle = open(os.path.join(lock_dir, key), "w")  # noqa: SIM115 - closed by the ExitStack
+
+        class _Lock:
+            def __enter__(self):
+                fcntl.flock(handle, fcntl.LOCK_EX)
+
+            def __exit__(self, *exc):
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+
+        return _Lock()
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        self._connect()
+        on_prompt = None
+        if sudoable and self.become and self.become.expect_prompt():
+            password = to_bytes(self.become.get_option("become_pass") or "")
+            if self.become.name == "sudo" and " -S" in cmd:
+                # sudo -S reads the password from stdin, ahead of the module's own input.
+                if self._run("sudo -n true").rc != 0:
+                    in_data = password + b"\n" + (in_data or b"")
+            else:
+                on_prompt = (to_bytes(prompt_pattern(self.become.prompt)), password)
+        result = self._run(cmd, in_data, on_prompt)
+        return result.rc, result.stdout, result.stderr
+
+    def _run(self, cmd, in_data=None, on_prompt=None):
+        try:
+            return self._shell_session.run(cmd, in_data, timeout=float(self.get_option("command_timeout")),
+                                           on_prompt=on_prompt)
+        except ConsoleError as e:
+            self.close()
+            raise AnsibleConnectionFailure(f"console of {self._play_context.remote_addr}: {e}") from None
+
+    def put_file(self, in_path, out_path):
+        super().put_file(in_path, out_path)
+        self._connect()
+        try:
+            with open(in_path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise AnsibleError(f"cannot read {in_path}: {e.strerror}") from None
+        try:
+            self._shell_session.put(data, out_path, timeout=float(self.get_option("command_timeout")))
+        except ConsoleError as e:
+            raise AnsibleError(f"copying {in_path} to {out_path} over the console: {e}") from None
+
+    def fetch_file(self, in_path, out_path):
+        super().fetch_file(in_path, out_path)
+        self._connect()
+        try:
+            data = self._shell_session.fetch(in_path, timeout=float(self.get_option("command_timeout")))
+        except ConsoleError as e:
+            raise AnsibleError(f"fetching {in_path} over the console: {e}") from None
+        with open(out_path, "wb") as f:
+            f.write(data)
+
+    def reset(self):
+        self.close()
+
+    def close(self):
+        if self._shell_session is not None:
+            try:
+                self._shell_session.detach()
+            except Exception as e:  # the console may already be gone; nothing left to restore
+                display.vvv(f"leaving the console: {e}")
+            self._shell_session = None
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+        self._connected = False
+
+
+def prompt_pattern(prompt: str) -> str:
+    """A become prompt as a regular expression."""
+    return re.escape(prompt.strip())
+
+

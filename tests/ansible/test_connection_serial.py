@@ -1,0 +1,120 @@
+"""The jumpstarter connection plugin over the sim board's serial console, with real ansible runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from jumpstarter_lab.client import connect
+
+
+def test_command_shell_and_raw(lab):
+    result = lab.adhoc("command", "uname -s")
+    assert result["rc"] == 0 and result["stdout"] == "Linux"
+    shell = lab.adhoc("shell", "echo out; echo err >&2; exit 3")
+    assert shell["rc"] == 3 and shell["failed"] is True
+    assert shell["stdout"] == "out" and shell["stderr"] == "err"
+    raw = lab.adhoc("raw", "printf 'JLS:0000:0:0:0\\nJLE:0000\\n'; echo 'ünïcødé ✓'")
+    assert raw["rc"] == 0
+    assert raw["stdout"].splitlines() == ["JLS:0000:0:0:0", "JLE:0000", "ünïcødé ✓"]
+
+
+def test_copy_and_fetch_exact_bytes(lab, tmp_path):
+    for name, size in (("small.bin", 1024), ("large.bin", 1 << 20)):
+        source = tmp_path / name
+        data = os.urandom(size)
+        source.write_bytes(data)
+        on_board = tmp_path / f"jl-{name}"  # the sim board's shell shares this machine's filesystem
+        copied = lab.adhoc("copy", f"src={source} dest={on_board} mode=0640")
+        assert copied.get("changed") is True, copied
+        assert copied["checksum"] == hashlib.sha1(data).hexdigest()
+        again = lab.adhoc("copy", f"src={source} dest={on_board} mode=0640")
+        assert again.get("changed") is False, again
+        fetched = lab.adhoc("fetch", f"src={on_board} dest={tmp_path}/back/ flat=true")
+        assert fetched.get("failed") is not True, fetched
+        assert Path(fetched["dest"]) == tmp_path / "back" / f"jl-{name}", fetched
+        assert Path(fetched["dest"]).read_bytes() == data
+
+
+def test_playbook_is_idempotent_over_the_console(lab, tmp_path):
+    # The sim board's shell runs on this machine: give the playbook a directory of its own.
+    playbook = """
+- hosts: board1
+  gather_facts: true
+  tasks:
+    - ansible.builtin.file: {path: "{{ base }}", state: directory, mode: "0755"}
+    - ansible.builtin.copy: {dest: "{{ base }}/app.ini", content: "[app]\\nname=lab\\n"}
+    - ansible.builtin.lineinfile: {path: "{{ base }}/extra.ini", line: "mode=serial", create: true}
+    - ansible.builtin.template: {src: /dev/null, dest: "{{ base }}/empty"}
+    - ansible.builtin.command: cat "{{ base }}/app.ini"
+      register: ini
+      changed_when: false
+    - ansible.builtin.assert:
+        that:
+          - ini.stdout_lines == ["[app]", "name=lab"]
+          - ansible_facts.system == "Linux"
+"""
+    base = f"base={tmp_path / 'conf'}"
+    first = lab.playbook(playbook, "-e", base)
+    assert first["rc"] == 0, first["stats"]
+    assert first["stats"]["board1"]["changed"] == 4
+    second = lab.playbook(playbook, "-e", base)
+    assert second["rc"] == 0 and second["stats"]["board1"]["changed"] == 0, second["stats"]
+
+
+def test_become_with_su(lab):
+    result = lab.adhoc("command", "id -u", "--become", "--become-method", "su")
+    assert result["rc"] == 0 and result["stdout"] == "0"
+
+
+def test_console_noise_does_not_corrupt_results(lab, tmp_path):
+    """Lines written straight to the board's terminal, as kernel messages are, while a file is copied and read."""
+    with connect(lab.address, session="ansible-board1") as root:
+        with root.board.console.open() as console:
+            console.sendline('echo "T""TY=$(tty)"')
+            tty = console.expect(r"TTY=(/dev/pts/\d+)").group(1).decode()
+    stop = threading.Event()
+
+    written = []
+
+    def noise():
+        with open(tty, "w") as terminal:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                written.append(n)
+                terminal.write(f"[ {n}.123456] kernel: usb 1-1: new device {n}\n")
+                terminal.flush()
+                time.sleep(0.005)
+
+    data = os.urandom(256 * 1024)
+    source = tmp_path / "noisy.bin"
+    source.write_bytes(data)
+    thread = threading.Thread(target=noise)
+    thread.start()
+    try:
+        copied = lab.adhoc("copy", f"src={source} dest={tmp_path}/jl-noisy.bin")
+        digest = lab.adhoc("command", f"sha256sum {tmp_path}/jl-noisy.bin")
+    finally:
+        stop.set()
+        thread.join()
+    assert len(written) > 50, "the noise did not run alongside the tasks"
+    assert copied.get("failed") is not True, copied
+    assert digest["stdout"].split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_wrong_password_fails_clearly(lab):
+    lab.adhoc("raw", "exit 0")  # logged in; now log out so the next task must log in again
+    with connect(lab.address, session="ansible-board1") as root:
+        with root.board.console.open() as console:
+            console.sendline("exit")
+            console.expect("login: ")
+    result = lab.adhoc("raw", "true", "-e", "ansible_password=wrong", "-e", "jumpstarter_timeout=30")
+    assert result["unreachable"] is True
+    assert "login as root was refused on the console" in result["msg"]
+    assert lab.adhoc("raw", "true")["rc"] == 0  # the right password still works afterwards
+
+
