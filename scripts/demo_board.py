@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from jumpstarter_lab.client import connect
-from jumpstarter_lab_driver_serial.client import Console
 
 
 def main() -> int:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Generate the Python protocol modules from proto/ into jumpstarter_lab.protocol.
 
 Usage: gen_proto.py [OUTPUT_DIR]   (default: the committed location)

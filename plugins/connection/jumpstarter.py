@@ -14,7 +14,7 @@ description:
   - Files move as chunked, checksummed base64 (gzip-compressed when that pays) into a temporary file that is
     then moved into place.
   - Needs C(sh), C(base64), C(sha256sum), C(sed) and C(wc) on the board (coreutils or busybox).
-author: jumpstarter.lab developers
+author: jumpstarter.lab developers (@jumpstarter-lab)
 version_added: 0.1.0
 extends_documentation_fragment:
   - jumpstarter.lab.exporter
@@ -70,6 +70,19 @@ options:
     default: 600
     vars:
       - name: jumpstarter_command_timeout
+  pipelining:
+    description:
+      - Feed modules to the board's Python on stdin instead of copying them first; saves several console round
+        trips per task. On by default here, unlike for ssh, as a console has no C(requiretty) problem.
+    type: boolean
+    default: true
+    env:
+      - name: ANSIBLE_PIPELINING
+    ini:
+      - section: connection
+        key: pipelining
+    vars:
+      - name: ansible_pipelining
   tmpdir:
     description: Directory on the board for the framing's temporary files.
     type: str
@@ -242,5 +255,3 @@ class Connection(ConnectionBase):
 def prompt_pattern(prompt: str) -> str:
     """A become prompt as a regular expression."""
     return re.escape(prompt.strip())
-
-

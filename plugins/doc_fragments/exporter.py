@@ -9,7 +9,6 @@ options:
   jumpstarter_host:
     description:
       - Where the board's exporter listens - a Unix socket path (local mode) or C(HOST:PORT) (standalone mode).
-      - Later the inventory plugin sets this for each host it lists.
     type: str
     required: true
     vars:

@@ -102,7 +102,7 @@ class SerialShell:
         while True:
             hits = [(m.start(), name, m) for name, rx in compiled.items() if (m := rx.search(self.buffer, scanned))]
             if hits:
-                _, name, match = min(hits, key=lambda h: h[0])
+                _position, name, match = min(hits, key=lambda h: h[0])
                 self.buffer = self.buffer[match.end():]
                 return name, match
             scanned = max(0, len(self.buffer) - 512)  # patterns are short: only new text needs a look
@@ -126,9 +126,9 @@ class SerialShell:
         self.send("\x03" + self._setup_line(ready_word))
         refusals = 0
         while True:
-            name, _ = self.expect({"login": self.prompts.login, "password": self.prompts.password, "ready": ready,
-                                   "bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure"},
-                                  max(0.1, deadline - time.monotonic()), "a login prompt or a shell")
+            choices = {"login": self.prompts.login, "password": self.prompts.password, "ready": ready,
+                       "bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure"}
+            name, _match = self.expect(choices, max(0.1, deadline - time.monotonic()), "a login prompt or a shell")
             if name == "ready":
                 self.ready = True
                 self.log("console shell ready")
@@ -146,9 +146,9 @@ class SerialShell:
                 if password is None:
                     raise ConsoleError("the console asks for a password but none was given (ansible_password)")
                 self.send(password + "\n")
-                after, _ = self.expect({"bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure",
-                                        "login": self.prompts.login, "shell": self.prompts.shell},
-                                       max(0.1, deadline - time.monotonic()), "the shell after logging in")
+                outcomes = {"bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure", "login": self.prompts.login,
+                            "shell": self.prompts.shell}
+                after, _match = self.expect(outcomes, max(0.1, deadline - time.monotonic()), "the shell after logging in")
                 if after == "shell":
                     self.send(self._setup_line(ready_word))
                 elif after == "login":
@@ -238,7 +238,7 @@ class SerialShell:
 
     def _collect(self, token: str, start: re.Match, timeout: float) -> Result:
         rc, out_size, err_size, out_sum, err_sum = start.groups()
-        _, end = self.expect({"end": rb"^JLE:" + token.encode() + rb"$"}, timeout, f"output of command {token}")
+        _name, end = self.expect({"end": rb"^JLE:" + token.encode() + rb"$"}, timeout, f"output of command {token}")
         body = end.string[:end.start()]
         out = _decode_lines(body, b"O" + token.encode() + b":")
         err = _decode_lines(body, b"E" + token.encode() + b":")

@@ -52,7 +52,7 @@ class Lab:
         """Run `ansible board1 -m module -a args` and return the host's result."""
         result = subprocess.run([str(BIN / "ansible"), "-i", str(self.inventory), "board1", "-m", module, "-a", args,
                                  *extra], capture_output=True, text=True, env=self.env(), timeout=timeout,
-                                cwd=self.workdir)
+                                cwd=self.workdir, check=False)
         try:
             output = json.loads(result.stdout)
         except json.JSONDecodeError:
@@ -63,7 +63,7 @@ class Lab:
         path = self.workdir / "playbook.yml"
         path.write_text(playbook)
         result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(path), *extra],
-                                capture_output=True, text=True, env=self.env(), timeout=timeout, cwd=self.workdir)
+                                capture_output=True, text=True, env=self.env(), timeout=timeout, cwd=self.workdir, check=False)
         try:
             output = json.loads(result.stdout)
         except json.JSONDecodeError:
@@ -92,5 +92,3 @@ def lab(tmp_path_factory, collections_path):
     finally:
         holder.__exit__(None, None, None)
         exporter.stop()
-
-

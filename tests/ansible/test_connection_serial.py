@@ -116,5 +116,3 @@ def test_wrong_password_fails_clearly(lab):
     assert result["unreachable"] is True
     assert "login as root was refused on the console" in result["msg"]
     assert lab.adhoc("raw", "true")["rc"] == 0  # the right password still works afterwards
-
-

@@ -135,8 +135,8 @@ board:
 
 def test_driver_uuids_are_stable_across_builds():
     loaded = load(exporter_config(STANDARD_EXPORT))
-    first = [str(d.uuid) for d, _, _ in loaded.build().walk()]
-    second = [str(d.uuid) for d, _, _ in loaded.build().walk()]
+    first = [str(node[0].uuid) for node in loaded.build().walk()]
+    second = [str(node[0].uuid) for node in loaded.build().walk()]
     assert first == second and len(set(first)) == len(first)
 
 

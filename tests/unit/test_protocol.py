@@ -25,7 +25,7 @@ def test_service_method_paths_match_upstream_names():
 
     exporter = jumpstarter_pb2.DESCRIPTOR.services_by_name["ExporterService"]
     assert exporter.full_name == "jumpstarter.v1.ExporterService"
-    assert [m.name for m in exporter.methods] == ["GetReport", "DriverCall", "StreamingDriverCall", "LogStream",
-                                                   "Reset", "GetStatus", "EndSession"]
+    expected = ["GetReport", "DriverCall", "StreamingDriverCall", "LogStream", "Reset", "GetStatus", "EndSession"]
+    assert [m.name for m in exporter.methods] == expected
     assert router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name == "jumpstarter.v1.RouterService"
     assert client_pb2.DESCRIPTOR.services_by_name["ClientService"].full_name == "jumpstarter.client.v1.ClientService"

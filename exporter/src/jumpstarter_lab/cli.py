@@ -64,7 +64,7 @@ def cmd_exporter_run(args) -> int:
 
 def cmd_exporter_check(args) -> int:
     config = exporter_config.load(args.config)
-    count = sum(1 for _ in config.build().walk()) - 1
+    count = sum(1 for _node in config.build().walk()) - 1
     print(f"{args.config}: ok, exporter '{config.name}' with {count} driver(s)")
     return 0
 
@@ -85,7 +85,7 @@ def _walk_path(root: DriverClient, dotted: str) -> DriverClient:
 
 
 def cmd_call(args) -> int:
-    path, _, method = args.target.rpartition(".")
+    path, _dot, method = args.target.rpartition(".")
     if not method:
         raise JumpstarterLabError(f"'{args.target}': expected DRIVER.METHOD, e.g. power.on")
     call_args = [yaml.safe_load(a) for a in args.args]

@@ -209,8 +209,8 @@ def parameter_schema(cls: type[Driver]) -> dict:
     params = driver_parameters(cls)
     return {
         "type": "object",
-        "properties": {name: _schema_for_hint(hint) for name, (hint, _) in params.items()},
-        "required": [name for name, (_, required) in params.items() if required],
+        "properties": {name: _schema_for_hint(hint) for name, (hint, _required) in params.items()},
+        "required": [name for name, (_hint, required) in params.items() if required],
         "additionalProperties": False,
     }
 

@@ -74,7 +74,7 @@ class Gate:
     def _accept_loop(self) -> None:
         while not self._stopping:
             try:
-                conn, _ = self._listener.accept()
+                conn, _address = self._listener.accept()
             except (TimeoutError, socket.timeout):
                 continue
             except OSError as e:
@@ -90,7 +90,7 @@ class Gate:
     def _admit(self, conn: socket.socket) -> bool:
         if conn.family != socket.AF_UNIX or not self._same_uid_only:
             return True
-        pid, uid, _ = peer_credentials(conn)
+        pid, uid, _gid = peer_credentials(conn)
         if uid != os.geteuid():
             logger.warning("refused a connection from uid %d (pid %d): only uid %d may use this socket",
                            uid, pid, os.geteuid())

@@ -25,7 +25,7 @@ import grpc
 from . import values
 from .driver import Driver
 from .errors import JumpstarterLabError, MethodNotFound, status_for_exception
-from .protocol import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
+from .protocol import common_pb2, jumpstarter_pb2, router_pb2
 from .streams import forward, memory_pipe
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Session:
     closed: bool = False
 
     def __post_init__(self):
-        self.drivers = {str(d.uuid): d for d, _, _ in self.root.walk()}
+        self.drivers = {str(driver.uuid): driver for driver, _parent, _name in self.root.walk()}
 
     def driver(self, uuid: str) -> Driver:
         try:
@@ -184,8 +184,12 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, what: st
     await context.abort(status_for_exception(exc), message)
 
 
-class ExporterServicer(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.RouterServiceServicer):
-    """jumpstarter.v1.ExporterService and RouterService over the sessions of one exporter."""
+class ExporterServicer:
+    """jumpstarter.v1.ExporterService and RouterService over the sessions of one exporter.
+
+    Registered with add_ExporterServiceServicer_to_server / add_RouterServiceServicer_to_server,
+    which look methods up by name; every method of both services is implemented here.
+    """
 
     def __init__(self, sessions: SessionManager, uuid: uuidlib.UUID, labels: dict[str, str]):
         self.sessions = sessions

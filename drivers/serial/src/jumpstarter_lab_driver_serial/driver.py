@@ -68,5 +68,3 @@ class PySerial(SerialInterface, Driver):
     def set_rts(self, value: bool) -> None:
         """Set the RTS control line"""
         self._set_line("rts", value)
-
-

@@ -11,4 +11,5 @@ class SerialInterface(metaclass=ABCMeta):
         return "jumpstarter_driver_pyserial.client.PySerialClient"
 
     @abstractmethod
-    def connect(self): ...
+    async def connect(self):
+        """An async context manager yielding the console's byte stream."""

@@ -106,7 +106,7 @@ def run_shell(user: str, args: argparse.Namespace, marker: str) -> None:
     env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "vt100", "USER": user,
            "LOGNAME": user, "SHELL": args.shell, "SIM_MARKER": marker,
            "PS1": f"{user}@{args.hostname}:\\w\\$ "}
-    subprocess.run([args.shell, "--noprofile", "--norc", "-i"], env=env, cwd=home,
+    subprocess.run([args.shell, "--noprofile", "--norc", "-i"], env=env, cwd=home, check=False,
                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# ansible-test sanity on the collection as it is committed plus the working tree's changes.
+# ansible-test needs the tree at ansible_collections/jumpstarter/lab, so it runs on a copy.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$root/.venv}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# ansible-test bootstraps pip in its venvs with a script from a host we cannot reach;
+# this stand-in does the same with ensurepip and PyPI.
+cache=~/.ansible/test/cache
+mkdir -p "$cache"
+for version in 24.2; do
+    cat > "$cache/get_pip_${version//./_}.py" <<'PY'
+# Stand-in for pip's get-pip.py: ensurepip, then the requested pip from PyPI.
+import subprocess
+import sys
+
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"])
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+subprocess.check_call([sys.executable, "-m", "pip", "install", *args])
+PY
+done
+
+target="$work/ansible_collections/jumpstarter/lab"
+mkdir -p "$target"
+cd "$root"
+git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents -P {} "$target" 2>/dev/null || true
+cd "$target"
+git init -q && git add -A
+"$venv/bin/ansible-test" sanity --python 3.11 --requirements "$@"
