@@ -250,3 +250,16 @@ def test_log_stream_carries_driver_logs(standard):
         root.power.on()
         entry = root.connection.portal.call(first_driver_log(root.connection))
         assert entry.severity == "INFO" and entry.message == "power on"
+
+
+def test_private_directory_of_a_killed_exporter_is_swept(make_config, run_exporter):
+    config = make_config(STANDARD_EXPORT)
+    first = run_exporter(config)
+    private = [p for p in Path(tempfile.gettempdir()).glob(f"jumpstarter-lab-{first.process.pid}-*")]
+    assert len(private) == 1 and (private[0] / "grpc.sock").exists()
+    first.process.kill()
+    first.process.wait()
+    second = run_exporter(config)
+    assert not private[0].exists()
+    assert second.stop() == 0
+    assert not list(Path(tempfile.gettempdir()).glob(f"jumpstarter-lab-{second.process.pid}-*"))

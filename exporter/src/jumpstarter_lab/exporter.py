@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -102,6 +103,27 @@ def _tcp_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
+PRIVATE_PREFIX = "jumpstarter-lab-"
+
+
+def _sweep_stale_private_dirs() -> None:
+    """Remove private socket directories of exporters that died without cleaning up (SIGKILL)."""
+    for candidate in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = candidate.name.removeprefix(PRIVATE_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or candidate.owner() != _user_name():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(candidate, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def _user_name() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -121,7 +143,8 @@ class Exporter:
 
     async def serve(self, listen: Listen, stopped: asyncio.Event, ready=None) -> None:
         """Serve until `stopped` is set; then end every session and remove what was created."""
-        private = Path(tempfile.mkdtemp(prefix="jumpstarter-lab-"))
+        _sweep_stale_private_dirs()
+        private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
         backend = private / "grpc.sock"
         server = grpc.aio.server(options=GRPC_OPTIONS)
         jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(self.servicer, server)
