@@ -26,6 +26,8 @@ from .client.connect import ENV_HOST, ENV_SESSION
 from .client.core import DriverClient, UnavailableClient
 from .errors import JumpstarterLabError, MethodNotFound
 from .exporter import Exporter, Listen, parse_address
+from .cli_controller import add_parsers as add_controller_parsers
+from .cli_controller import client_config
 from .registry import driver_entry_points
 
 log = logging.getLogger("jumpstarter-lab")
@@ -38,13 +40,14 @@ def _listen(args) -> Listen:
     return Listen(socket_path=Path(args.socket))
 
 
-async def _serve(exporter: Exporter, listen: Listen, on_ready=None, stopped: asyncio.Event | None = None) -> None:
+async def _with_signals(run, stopped: asyncio.Event | None = None) -> None:
+    """Run `run(stopped)` with SIGINT/SIGTERM setting `stopped`, for a clean shutdown."""
     stopped = stopped or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopped.set)
     try:
-        await exporter.serve(listen, stopped, ready=on_ready)
+        await run(stopped)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -52,13 +55,20 @@ async def _serve(exporter: Exporter, listen: Listen, on_ready=None, stopped: asy
 
 def cmd_exporter_run(args) -> int:
     config = exporter_config.load(args.config)
-    listen = _listen(args)
     exporter = Exporter(config, linger=args.session_linger)
+    if not args.socket and not args.listen:  # distributed mode: the controller named in the config
+
+        def registered(endpoint: str) -> None:
+            print(f"registered with {endpoint}", flush=True)
+
+        asyncio.run(_with_signals(lambda stopped: exporter.serve_controller(stopped, registered)))
+        return 0
 
     def ready(address: str) -> None:
         print(f"listening on {address}", flush=True)
 
-    asyncio.run(_serve(exporter, listen, ready))
+    listen = _listen(args)
+    asyncio.run(_with_signals(lambda stopped: exporter.serve(listen, stopped, ready)))
     return 0
 
 
@@ -148,6 +158,8 @@ def cmd_shell(args) -> int:
         env["JMP_GRPC_INSECURE"] = "1"
     if args.config:
         return asyncio.run(_shell_local(args, command, env))
+    if args.lease or args.selector:
+        return asyncio.run(_shell_lease(args, command, env))
     host = args.host or os.environ.get(ENV_HOST)
     if not host:
         raise JumpstarterLabError(f"shell needs --config (run an exporter here) or --host / {ENV_HOST}")
@@ -168,7 +180,8 @@ async def _shell_local(args, command: list[str], env: dict) -> int:
     with tempfile.TemporaryDirectory(prefix="jumpstarter-lab-shell-") as tmp:
         listen = Listen(socket_path=Path(tmp) / "exporter.sock")
         stopped, ready = asyncio.Event(), asyncio.Event()
-        server = asyncio.ensure_future(_serve(exporter, listen, lambda _: ready.set(), stopped))
+        server = asyncio.ensure_future(
+            _with_signals(lambda event: exporter.serve(listen, event, lambda _: ready.set()), stopped))
         waiter = asyncio.ensure_future(ready.wait())
         await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
         if server.done():
@@ -180,6 +193,32 @@ async def _shell_local(args, command: list[str], env: dict) -> int:
         finally:
             stopped.set()
             await server
+
+
+async def _shell_lease(args, command: list[str], env: dict) -> int:
+    """Through the controller: an existing lease, or a new one for --selector released at the end."""
+    from .client.lease import ControllerClient
+
+    client = ControllerClient(client_config(args))
+    created = None
+    try:
+        name = args.lease
+        if not name:
+            created = (await client.create_lease(args.selector, args.duration)).name
+            name = created
+        status = await client.wait_ready(name, args.acquisition_timeout,
+                                         lambda s: print(f"lease {s.name}: {s.message}", file=sys.stderr))
+        env["JMP_LEASE"] = name
+        env["JMP_EXPORTER"] = status.exporter or ""
+        async with client.serve_lease(name) as path:
+            env[ENV_HOST] = path
+            env.pop(ENV_SESSION, None)  # the lease is the session
+            return await _run_command(command, env)
+    finally:
+        if created:
+            with contextlib.suppress(JumpstarterLabError):
+                await client.release(created)
+        await client.close()
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -199,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = sub.add_parser("exporter", help="run or check an exporter").add_subparsers(dest="verb", required=True)
     run = exporter.add_parser("run", help="serve an ExporterConfig")
     run.add_argument("--config", required=True, help="ExporterConfig YAML file")
-    where = run.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket", help="local mode: serve on this Unix socket (created 0600)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="local mode: serve on this Unix socket (created 0600); "
+                                        "without --socket or --listen, register with the config's controller")
     where.add_argument("--listen", metavar="HOST:PORT", help="standalone mode: serve on TCP")
     run.add_argument("--tls-cert", type=Path, help="server certificate (PEM) for --listen")
     run.add_argument("--tls-key", type=Path, help="server private key (PEM) for --listen")
@@ -215,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", help="run a command (default: $SHELL) with an exporter at $JUMPSTARTER_HOST")
     shell.add_argument("--config", help="run this ExporterConfig in-process for the command's lifetime")
     shell.add_argument("--session-linger", type=float, default=30.0, help=argparse.SUPPRESS)
+    shell.add_argument("--client-config", help="client config for a lease through the controller")
+    shell.add_argument("--lease", help="use this lease (through the controller)")
+    shell.add_argument("--selector", "-l", help="lease an exporter matching this selector for the command's run")
+    shell.add_argument("--duration", type=float, default=1800, help="seconds, with --selector")
+    shell.add_argument("--acquisition-timeout", type=float, default=300, help="seconds to wait for the grant")
     _add_connection_options(shell)
     shell.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
     shell.set_defaults(func=cmd_shell)
@@ -231,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     drivers = sub.add_parser("drivers", help="list the driver types this installation knows")
     drivers.set_defaults(func=cmd_drivers)
+    add_controller_parsers(sub)
     return parser
 
 

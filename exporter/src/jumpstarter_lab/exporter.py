@@ -141,48 +141,69 @@ class Exporter:
         self.servicer = ExporterServicer(self.sessions, config.uuid, labels)
         self.address: str | None = None
 
-    async def serve(self, listen: Listen, stopped: asyncio.Event, ready=None) -> None:
-        """Serve until `stopped` is set; then end every session and remove what was created."""
+    @contextlib.asynccontextmanager
+    async def backend(self, credentials: grpc.ServerCredentials | None = None):
+        """The private gRPC server that every listener and router bridge leads to.
+
+        Yields (private directory, socket path); on exit ends every session and removes both.
+        """
         _sweep_stale_private_dirs()
         private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
-        backend = private / "grpc.sock"
+        socket_path = private / "grpc.sock"
         server = grpc.aio.server(options=GRPC_OPTIONS)
         jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(self.servicer, server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, server)
-        if listen.host is not None and not listen.insecure:
-            credentials = grpc.ssl_server_credentials(
-                [(_read(listen.tls_key, "TLS key"), _read(listen.tls_cert, "TLS certificate"))])
-            server.add_secure_port(f"unix:{backend}", credentials)
+        if credentials is not None:
+            server.add_secure_port(f"unix:{socket_path}", credentials)
         else:
-            server.add_insecure_port(f"unix:{backend}")
+            server.add_insecure_port(f"unix:{socket_path}")
         driver_logger = logging.getLogger("driver")
         driver_logger.addHandler(self.sessions.log_handler)
-        gate = None
-        created_socket = False
         try:
-            if listen.socket_path is not None:
-                listener = _unix_listener(Path(listen.socket_path))
-                created_socket = True
-                self.address = str(listen.socket_path)
-            else:
-                listener = _tcp_listener(listen.host, listen.port)
-                host, port = listener.getsockname()[:2]
-                self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             await server.start()
-            gate = Gate(listener, backend, private, self.sessions.connection_closed,
-                        same_uid_only=listen.socket_path is not None)
-            gate.start()
-            logger.info("exporter %s serving on %s", self.config.name, self.address)
-            if ready:
-                ready(self.address)
-            await stopped.wait()
+            yield private, socket_path
         finally:
-            if gate:
-                await asyncio.to_thread(gate.stop)
             await server.stop(grace=1.0)
             await self.sessions.close_all()
             driver_logger.removeHandler(self.sessions.log_handler)
-            if created_socket:
+            shutil.rmtree(private, ignore_errors=True)
+
+    async def serve(self, listen: Listen, stopped: asyncio.Event, ready=None) -> None:
+        """Local or standalone mode: serve until `stopped` is set, then remove what was created."""
+        credentials = None
+        if listen.host is not None and not listen.insecure:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(listen.tls_key, "TLS key"), _read(listen.tls_cert, "TLS certificate"))])
+        if listen.socket_path is not None:
+            listener = _unix_listener(Path(listen.socket_path))
+            self.address = str(listen.socket_path)
+        else:
+            listener = _tcp_listener(listen.host, listen.port)
+            host, port = listener.getsockname()[:2]
+            self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        gate = None
+        try:
+            async with self.backend(credentials) as (private, socket_path):
+                gate = Gate(listener, socket_path, private, self.sessions.connection_closed,
+                            same_uid_only=listen.socket_path is not None)
+                gate.start()
+                logger.info("exporter %s serving on %s", self.config.name, self.address)
+                if ready:
+                    ready(self.address)
+                try:
+                    await stopped.wait()
+                finally:
+                    await asyncio.to_thread(gate.stop)
+        finally:
+            if gate is None:
+                listener.close()
+            if listen.socket_path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     Path(listen.socket_path).unlink()
-            shutil.rmtree(private, ignore_errors=True)
+
+    async def serve_controller(self, stopped: asyncio.Event, ready=None) -> None:
+        """Distributed mode: register with the controller in the config and serve its leases."""
+        from .distributed import ControllerLink  # only this mode needs the controller's pieces
+
+        async with self.backend() as (private, socket_path):
+            await ControllerLink(self, private, socket_path).run(stopped, ready)

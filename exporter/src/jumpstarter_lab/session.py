@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import fnmatch
 import json
 import logging
 import uuid as uuidlib
@@ -70,11 +71,24 @@ class Session:
     peers: set[str] = field(default_factory=set)
     resources: dict[str, object] = field(default_factory=dict)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
+    capabilities: dict = field(default_factory=dict)
+    paths: dict[str, str] = field(init=False)
     linger_task: asyncio.Task | None = None
     closed: bool = False
 
     def __post_init__(self):
         self.drivers = {str(driver.uuid): driver for driver, _parent, _name in self.root.walk()}
+        self.paths = {}
+        for driver, parent, name in self.root.walk():
+            prefix = self.paths.get(str(parent.uuid), "") if parent is not None else None
+            self.paths[str(driver.uuid)] = "" if prefix is None else (f"{prefix}.{name}" if prefix else name)
+
+    def check_allowed(self, uuid: str, method: str) -> None:
+        """Capability restrictions of a lease: `methods` lists fnmatch patterns of DRIVER.METHOD."""
+        allowed = self.capabilities.get("methods")
+        target = f"{self.paths.get(uuid, '?')}.{method}"
+        if allowed and not any(fnmatch.fnmatchcase(target, pattern) for pattern in allowed):
+            raise PermissionError(f"this lease may not call {target} (allowed: {', '.join(allowed)})")
 
     def driver(self, uuid: str) -> Driver:
         try:
@@ -103,6 +117,7 @@ class SessionManager:
         self._linger = linger
         self._sessions: dict[tuple, Session] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._bindings: dict[str, tuple[tuple, dict]] = {}  # peer -> (lease session key, capabilities)
         self.log_handler = _SessionLogHandler(self._sessions)
 
     def __len__(self) -> int:
@@ -118,10 +133,10 @@ class SessionManager:
         metadata = dict(context.invocation_metadata() or ())
         peer = context.peer()
         name = metadata.get(SESSION_METADATA)
-        key = ("named", name) if name else ("connection", peer)
+        key, capabilities = self._bindings.get(peer) or ((("named", name) if name else ("connection", peer)), {})
         session = self._sessions.get(key)
         if session is None:
-            session = Session(key=key, root=self._build())
+            session = Session(key=key, root=self._build(), capabilities=capabilities)
             self._sessions[key] = session
             logger.info("session %s started", key[1])
         if session.linger_task:
@@ -129,6 +144,15 @@ class SessionManager:
             session.linger_task = None
         session.peers.add(peer)
         return session
+
+    def bind(self, peer: str, lease: str, capabilities: dict) -> None:
+        """Connections from `peer` belong to the session of `lease` (distributed mode)."""
+        self._bindings[peer] = (("lease", lease), capabilities)
+
+    async def end_lease(self, lease: str) -> None:
+        session = self._sessions.get(("lease", lease))
+        if session is not None:
+            await self.end(session)
 
     async def end(self, session: Session) -> None:
         self._sessions.pop(session.key, None)
@@ -140,11 +164,12 @@ class SessionManager:
             self._loop.call_soon_threadsafe(self._connection_closed, peer)
 
     def _connection_closed(self, peer: str) -> None:
+        self._bindings.pop(peer, None)
         for session in list(self._sessions.values()):
             if peer not in session.peers:
                 continue
             session.peers.discard(peer)
-            if session.peers:
+            if session.peers or session.key[0] == "lease":  # a lease's session ends with the lease
                 continue
             if session.key[0] == "connection":
                 asyncio.ensure_future(self.end(session))
@@ -208,6 +233,7 @@ class ExporterServicer:
         what = f"{request.method}()"
         try:
             driver = session.driver(request.uuid)
+            session.check_allowed(request.uuid, request.method)
             result = await driver.call(request.method, [values.decode(a) for a in request.args])
             return jumpstarter_pb2.DriverCallResponse(uuid=str(uuidlib.uuid4()), result=values.encode(result))
         except Exception as e:
@@ -218,6 +244,7 @@ class ExporterServicer:
         what = f"{request.method}()"
         try:
             driver = session.driver(request.uuid)
+            session.check_allowed(request.uuid, request.method)
             async for item in driver.streaming_call(request.method, [values.decode(a) for a in request.args]):
                 yield jumpstarter_pb2.StreamingDriverCallResponse(uuid=str(uuidlib.uuid4()),
                                                                   result=values.encode(item))
@@ -235,6 +262,7 @@ class ExporterServicer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"Stream needs a 'request' metadata entry naming a driver stream ({e})")
         try:
+            session.check_allowed(str(request["uuid"]), request.get("method", "resource"))
             if kind == "driver":
                 async with driver.open_stream(request.get("method", "")) as stream:
                     await context.send_initial_metadata(())

@@ -1,0 +1,1 @@
+"""The controller: identities and tokens, leases, exporter registration and the router."""

@@ -1,0 +1,154 @@
+"""Identities and their tokens: ES256 JWTs signed with keys the controller keeps in its database.
+
+A token names its kind (client or exporter) in the `kind` claim and in its audience,
+so one kind never passes as the other; its `gen` claim must equal the identity's
+generation, so revoking an identity (a new generation) voids every token it had.
+Router tokens are short-lived and name one lease and its epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from dataclasses import dataclass, field
+
+import jwt
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..errors import NotAuthenticated
+from .store import Store, identities, loads, now, signing_keys
+
+ISSUER = "jumpstarter-lab"
+KINDS = ("client", "exporter")
+ROUTER_AUDIENCE = "jumpstarter-lab:router"
+
+
+def audience(kind: str) -> str:
+    return f"jumpstarter-lab:{kind}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str
+    namespace: str
+    name: str
+    labels: dict = field(default_factory=dict, hash=False, compare=False)
+    capabilities: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+class Authority:
+    def __init__(self, store: Store):
+        self.store = store
+        self._kid, self._key = self._signing_key()
+        self._public = {}
+
+    def _signing_key(self):
+        with self.store.transaction() as conn:
+            row = conn.execute(sa.select(signing_keys).order_by(signing_keys.c.created.desc()).limit(1)).first()
+            if row is None:
+                key = ec.generate_private_key(ec.SECP256R1())
+                pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()).decode()
+                kid = secrets.token_hex(8)
+                conn.execute(signing_keys.insert().values(kid=kid, private_pem=pem, created=now()))
+                return kid, key
+            return row.kid, serialization.load_pem_private_key(row.private_pem.encode(), password=None)
+
+    def _public_key(self, kid: str):
+        if kid not in self._public:
+            with self.store.transaction() as conn:
+                row = conn.execute(sa.select(signing_keys).where(signing_keys.c.kid == kid)).first()
+            if row is None:
+                raise NotAuthenticated("token signed by an unknown key")
+            self._public[kid] = serialization.load_pem_private_key(row.private_pem.encode(), password=None).public_key()
+        return self._public[kid]
+
+    def _sign(self, claims: dict) -> str:
+        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self._kid})
+
+    # --- identities ---------------------------------------------------------------------
+
+    def create(self, kind: str, namespace: str, name: str, labels: dict | None = None,
+               capabilities: dict | None = None, ttl_days: float = 365) -> str:
+        """Create (or re-issue) an identity and return a fresh token for it."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        with self.store.transaction() as conn:
+            row = conn.execute(sa.select(identities).where(identities.c.kind == kind,
+                                                           identities.c.namespace == namespace,
+                                                           identities.c.name == name)).first()
+            values = {"labels": json.dumps(labels or {}), "capabilities": json.dumps(capabilities or {}),
+                      "revoked": False}
+            if row is None:
+                conn.execute(identities.insert().values(kind=kind, namespace=namespace, name=name, generation=1,
+                                                        created=now(), **values))
+                generation = 1
+            else:
+                generation = row.generation
+                conn.execute(identities.update().where(identities.c.kind == kind, identities.c.namespace == namespace,
+                                                       identities.c.name == name).values(**values))
+        return self.token(kind, namespace, name, generation, ttl_days)
+
+    def token(self, kind: str, namespace: str, name: str, generation: int, ttl_days: float = 365) -> str:
+        issued = int(now())
+        return self._sign({"iss": ISSUER, "aud": audience(kind), "sub": f"{kind}:{namespace}/{name}",
+                           "kind": kind, "namespace": namespace, "name": name, "gen": generation,
+                           "iat": issued, "exp": issued + int(ttl_days * 86400), "jti": str(uuid.uuid4())})
+
+    def revoke(self, kind: str, namespace: str, name: str) -> None:
+        with self.store.transaction() as conn:
+            done = conn.execute(identities.update().where(identities.c.kind == kind, identities.c.namespace == namespace,
+                                                          identities.c.name == name)
+                                .values(revoked=True, generation=identities.c.generation + 1))
+        if done.rowcount == 0:
+            raise ValueError(f"no {kind} {namespace}/{name}")
+
+    def rotate(self, identity: Identity, ttl_days: float = 365) -> tuple[str, float]:
+        """Void the identity's tokens and issue its next one; returns (token, expiry)."""
+        with self.store.transaction() as conn:
+            key = ((identities.c.kind == identity.kind) & (identities.c.namespace == identity.namespace)
+                   & (identities.c.name == identity.name))
+            conn.execute(identities.update().where(key).values(generation=identities.c.generation + 1))
+            generation = conn.execute(sa.select(identities.c.generation).where(key)).scalar_one()
+        token = self.token(identity.kind, identity.namespace, identity.name, generation, ttl_days)
+        return token, now() + ttl_days * 86400
+
+    def verify(self, token: str, kind: str) -> Identity:
+        """The identity a token proves, or NotAuthenticated saying why not."""
+        claims = self._decode(token, audience(kind), f"{kind} token")
+        if claims.get("kind") != kind:
+            raise NotAuthenticated(f"a {claims.get('kind')} token cannot be used as a {kind} token")
+        with self.store.transaction() as conn:
+            row = conn.execute(sa.select(identities).where(identities.c.kind == kind,
+                                                           identities.c.namespace == claims.get("namespace"),
+                                                           identities.c.name == claims.get("name"))).first()
+        if row is None or row.revoked or row.generation != claims.get("gen"):
+            raise NotAuthenticated(f"the token of {kind} {claims.get('namespace')}/{claims.get('name')} was revoked")
+        return Identity(kind, row.namespace, row.name, loads(row.labels), loads(row.capabilities))
+
+    def _decode(self, token: str, expected_audience: str, what: str) -> dict:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._public_key(header.get("kid", ""))
+            return jwt.decode(token, key, algorithms=["ES256"], audience=expected_audience, issuer=ISSUER,
+                              options={"require": ["exp", "iat", "aud", "iss", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise NotAuthenticated(f"{what} has expired") from None
+        except jwt.InvalidAudienceError:
+            raise NotAuthenticated(f"{what} was issued for another audience") from None
+        except jwt.InvalidTokenError as e:
+            raise NotAuthenticated(f"invalid {what}: {e}") from None
+
+    # --- router ---------------------------------------------------------------------------
+
+    def router_token(self, lease: str, epoch: int, client: str, capabilities: dict, ttl: float = 60) -> str:
+        issued = int(now())
+        return self._sign({"iss": ISSUER, "aud": ROUTER_AUDIENCE, "sub": f"lease:{lease}", "lease": lease,
+                           "epoch": epoch, "client": client, "capabilities": capabilities,
+                           "iat": issued, "exp": issued + int(ttl), "jti": str(uuid.uuid4())})
+
+    def verify_router(self, token: str) -> dict:
+        return self._decode(token, ROUTER_AUDIENCE, "router token")

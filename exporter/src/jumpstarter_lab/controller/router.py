@@ -1,0 +1,81 @@
+"""RouterService: the rendezvous of a client's stream and an exporter's stream for one dial.
+
+Both sides present the same router token; the first to arrive waits (with a deadline)
+for the other, then frames are copied both ways until either side ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from ..protocol import router_pb2
+
+logger = logging.getLogger(__name__)
+
+
+class _Meeting:
+    def __init__(self):
+        self.arrived = asyncio.Event()
+        self.peer: grpc.aio.ServicerContext | None = None
+        self.done = asyncio.Event()
+
+
+class Router:
+    def __init__(self, verify, deadline: float = 30.0):
+        self._verify = verify
+        self._deadline = deadline
+        self._meetings: dict[str, _Meeting] = {}
+
+    async def Stream(self, request_iterator, context):
+        token = dict(context.invocation_metadata() or ()).get("authorization", "").removeprefix("Bearer ").strip()
+        try:
+            claims = await asyncio.to_thread(self._verify, token)
+        except Exception as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        key = claims["jti"]
+        meeting = self._meetings.get(key)
+        if meeting is None:  # first side: wait for the other
+            meeting = self._meetings[key] = _Meeting()
+            meeting.peer = context
+            try:
+                await asyncio.wait_for(meeting.arrived.wait(), self._deadline)
+            except asyncio.TimeoutError:
+                self._meetings.pop(key, None)
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    f"the other side of lease {claims.get('lease')} did not arrive in {self._deadline:g}s")
+            await meeting.done.wait()  # the second side's handler copies both ways
+            return
+        if meeting.arrived.is_set():
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "this router token was already used by both sides")
+        meeting.arrived.set()
+        self._meetings.pop(key, None)
+        try:
+            await _splice(meeting.peer, context)
+        finally:
+            meeting.done.set()
+
+
+async def _copy(src: grpc.aio.ServicerContext, dst: grpc.aio.ServicerContext) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            frame = await src.read()
+            if frame is grpc.aio.EOF:
+                break
+            await dst.write(router_pb2.StreamResponse(payload=frame.payload, frame_type=frame.frame_type))
+            if frame.frame_type == router_pb2.FRAME_TYPE_GOAWAY:
+                break
+
+
+async def _splice(a: grpc.aio.ServicerContext, b: grpc.aio.ServicerContext) -> None:
+    first = asyncio.ensure_future(_copy(a, b))
+    second = asyncio.ensure_future(_copy(b, a))
+    done, pending = await asyncio.wait([first, second], return_when=asyncio.FIRST_COMPLETED)
+    # One side ended: give the other direction a moment to drain, then stop.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*pending), 5)
+    for task in pending:
+        task.cancel()

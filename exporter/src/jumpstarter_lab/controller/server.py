@@ -1,0 +1,62 @@
+"""Running the controller: one gRPC server with ControllerService, ClientService and RouterService."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from ..errors import ConfigError
+from ..protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
+from .auth import Authority
+from .leases import Leases
+from .router import Router
+from .service import ClientServicer, ControllerServicer
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(self, db_url: str, exporter_grace: float = 15.0):
+        self.store = Store(db_url)
+        self.authority = Authority(self.store)
+        self.leases = Leases(self.store, exporter_grace)
+
+    async def serve(self, host: str, port: int, stopped: asyncio.Event, *, tls_cert: bytes | None = None,
+                    tls_key: bytes | None = None, insecure: bool = False, advertise: str | None = None,
+                    ready=None) -> None:
+        if not insecure and not (tls_cert and tls_key):
+            raise ConfigError("the controller needs --tls-cert and --tls-key, or --insecure to serve without TLS")
+        server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1),
+                                          ("grpc.http2.min_ping_interval_without_data_ms", 5000)])
+        address = f"{host}:{port}"
+        bound = (server.add_insecure_port(address) if insecure
+                 else server.add_secure_port(address, grpc.ssl_server_credentials([(tls_key, tls_cert)])))
+        if bound == 0:
+            raise ConfigError(f"cannot listen on {address}")
+        endpoint = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
+        jumpstarter_pb2_grpc.add_ControllerServiceServicer_to_server(
+            ControllerServicer(self.authority, self.leases, endpoint), server)
+        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases), server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(Router(self.authority.verify_router), server)
+        await server.start()
+        ticker = asyncio.ensure_future(self._tick(stopped))
+        logger.info("controller serving on %s (%s)", endpoint, "insecure" if insecure else "TLS")
+        if ready:
+            ready(endpoint)
+        try:
+            await stopped.wait()
+        finally:
+            ticker.cancel()
+            await server.stop(grace=1.0)
+            self.store.close()
+
+    async def _tick(self, stopped: asyncio.Event) -> None:
+        """Expire lapsed leases and grant the queue even when no call arrives."""
+        while not stopped.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.leases.schedule)
+            await asyncio.sleep(1.0)

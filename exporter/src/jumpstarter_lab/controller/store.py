@@ -1,0 +1,144 @@
+"""The controller's state: one database (SQLite by default, PostgreSQL by URL), versioned schema.
+
+Every change is one transaction. The lease table carries the invariant that matters
+most as a database constraint: a unique index over the exporter of granted leases,
+so no exporter is ever granted twice, whichever controller replica asks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+signing_keys = sa.Table(
+    "signing_keys", metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("private_pem", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+identities = sa.Table(
+    "identities", metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("namespace", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("labels", sa.Text, nullable=False, default="{}"),
+    sa.Column("capabilities", sa.Text, nullable=False, default="{}"),
+    sa.Column("generation", sa.Integer, nullable=False, default=1),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+exporters = sa.Table(
+    "exporters", metadata,
+    sa.Column("namespace", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("uuid", sa.String(64), nullable=False, default=""),
+    sa.Column("labels", sa.Text, nullable=False, default="{}"),
+    sa.Column("reports", sa.LargeBinary, nullable=False, default=b""),
+    sa.Column("online_until", sa.Float, nullable=False, default=0.0),
+    sa.Column("status", sa.Integer, nullable=False, default=0),
+    sa.Column("status_message", sa.Text, nullable=False, default=""),
+)
+
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("client", sa.String(128), nullable=False),
+    sa.Column("selector", sa.Text, nullable=False),
+    sa.Column("exporter", sa.String(128), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),  # queued, granted, released, expired
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("granted_at", sa.Float, nullable=True),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("ttl", sa.Float, nullable=False),
+    sa.Column("alive_until", sa.Float, nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False, default=0),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Index("one_grant_per_exporter", "namespace", "exporter", unique=True,
+             sqlite_where=sa.text("state = 'granted'"), postgresql_where=sa.text("state = 'granted'")),
+    sa.Index("leases_by_state", "state", "priority", "requested_at"),
+)
+
+dials = sa.Table(
+    "dials", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("lease", sa.String(64), nullable=False, index=True),
+    sa.Column("router_endpoint", sa.Text, nullable=False),
+    sa.Column("router_token", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("taken", sa.Boolean, nullable=False, default=False),
+)
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, list[str]] = {}  # version -> SQL to reach it from the one before
+
+
+def engine_for(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # transactions are begun below, as IMMEDIATE
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # writers queue up instead of failing to upgrade
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = engine_for(url)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table("schema_version"):
+                metadata.create_all(conn)
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                return
+            current = conn.execute(sa.select(schema_version.c.version)).scalar_one()
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"database schema {current} is newer than this controller ({SCHEMA_VERSION})")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    conn.exec_driver_sql(statement)
+                conn.execute(schema_version.update().values(version=version))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def loads(text: str | None) -> dict:
+    return json.loads(text) if text else {}
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,276 @@
+"""Distributed mode with real controller, exporter and client processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import BIN, CLI, free_port, subprocess_env, wait_for
+from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
+from jumpstarter_lab.errors import AccessDenied, DriverError, NotAuthenticated
+
+EXPORT = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"},
+          "echo": {"type": "jumpstarter_driver_network.driver.EchoNetwork"}}
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = subprocess_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+class Process:
+    """A long-running jumpstarter-lab command whose first stdout line says it is ready."""
+
+    def __init__(self, args: list[str], log: Path, ready: str):
+        self.args, self.log, self.ready = args, log, ready
+        self.start()
+
+    def start(self) -> None:
+        self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([CLI, *self.args], stdout=subprocess.PIPE, stderr=self._log,
+                                        env=subprocess_env(), start_new_session=True)
+        line = self.process.stdout.readline().decode()
+        assert line.startswith(self.ready), f"{self.args[0]} did not start: {line!r}\n{self.log.read_text()}"
+        self.line = line.strip()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        self.process.stdout.close()
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A controller with one client (alice) and a helper to add exporters."""
+    port = free_port()
+    db = tmp_path / "controller.db"
+    started: list[Process] = []
+
+    class Lab:
+        endpoint = f"127.0.0.1:{port}"
+        workdir = tmp_path
+
+        def controller(self) -> Process:
+            process = Process(["controller", "run", "--db", str(db), "--listen", self.endpoint, "--insecure",
+                               "--exporter-grace", "4"], tmp_path / "controller.log", "listening on")
+            started.append(process)
+            return process
+
+        def client(self, name: str, *extra: str) -> ClientConfig:
+            path = tmp_path / f"{name}.yaml"
+            result = cli("admin", "create-client", name, "--db", str(db), "--endpoint", self.endpoint, "--insecure",
+                         "-o", str(path), *extra)
+            assert result.returncode == 0, result.stderr
+            assert oct(path.stat().st_mode & 0o777) == "0o600"
+            return ClientConfig.load(path)
+
+        def exporter(self, name: str, *labels: str) -> Process:
+            config = tmp_path / f"{name}.yaml"
+            export = tmp_path / "export.yaml"
+            export.write_text(yaml.safe_dump({"export": EXPORT}))
+            args = ["admin", "create-exporter", name, "--db", str(db), "--endpoint", self.endpoint, "--insecure",
+                    "--export-from", str(export), "-o", str(config)]
+            for label in labels:
+                args += ["--label", label]
+            assert cli(*args).returncode == 0
+            process = Process(["exporter", "run", "--config", str(config)], tmp_path / f"{name}.log", "registered with")
+            started.append(process)
+            return process
+
+    lab = Lab()
+    lab.controller_process = lab.controller()
+    yield lab
+    for process in reversed(started):
+        if process.process.poll() is None:
+            process.stop()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def with_client(config: ClientConfig, work):
+    client = ControllerClient(config)
+    try:
+        return await work(client)
+    finally:
+        await client.close()
+
+
+def test_lease_call_release_and_fresh_drivers_next_time(lab):
+    alice = lab.client("alice")
+    lab.exporter("bench1", "board=mock")
+    config = str(lab.workdir / "alice.yaml")
+    listing = cli("exporters", "list", "--client-config", config)
+    assert listing.stdout.split()[:2] == ["bench1", "online"] and "board=mock" in listing.stdout
+    script = f"{CLI} call power.on && {CLI} call power.status && echo lease=$JMP_LEASE exporter=$JMP_EXPORTER"
+    first = cli("shell", "--client-config", config, "--selector", "board=mock", "--", "sh", "-c", script)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.split()
+    assert lines[0] == "on" and lines[2] == "exporter=bench1"  # two connections, one lease session
+    lease = lines[1].removeprefix("lease=")
+    ended = run(with_client(alice, lambda c: c.get_lease(lease)))
+    assert ended.ended and "released by the client" in ended.message
+    second = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.status")
+    assert second.stdout.strip() == "off"  # a new lease starts with fresh driver instances
+
+
+def test_queue_positions_and_handover(lab):
+    alice, bob = lab.client("alice"), lab.client("bob")
+    lab.exporter("bench1", "board=mock")
+
+    async def scenario():
+        a, b = ControllerClient(alice), ControllerClient(bob)
+        try:
+            held = await a.create_lease("board=mock", 600)
+            held = await a.wait_ready(held.name, 30)
+            waiting = await b.create_lease("board=mock", 600)
+            assert not waiting.ready and waiting.message == "waiting, position 1 in the queue"
+            third = await a.create_lease("board=mock", 600)
+            assert (await a.get_lease(third.name)).message == "waiting, position 2 in the queue"
+            await a.release(held.name)
+            granted = await b.wait_ready(waiting.name, 30)
+            assert granted.exporter == "bench1"
+            assert (await a.get_lease(third.name)).message == "waiting, position 1 in the queue"
+            with pytest.raises(AccessDenied, match="belongs to another client"):
+                await a.release(waiting.name)
+            await a.release(third.name)
+            await b.release(waiting.name)
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario())
+
+
+def test_lease_expires_when_keepalive_stops(lab):
+    alice = lab.client("alice")
+    lab.exporter("bench1", "board=mock")
+
+    async def scenario(client: ControllerClient):
+        lease = await client.create_lease("board=mock", 600, ttl=2)
+        await client.wait_ready(lease.name, 30, ttl=2)
+        for _ in range(3):  # renewing keeps it
+            await asyncio.sleep(1)
+            assert (await client.keepalive(lease.name)).ready
+        deadline = asyncio.get_running_loop().time() + 15
+        while not (status := await client.get_lease(lease.name)).ended:
+            assert asyncio.get_running_loop().time() < deadline, "the lease did not expire"
+            await asyncio.sleep(0.3)
+        assert status.message == "the client stopped renewing the lease"
+        with pytest.raises(DriverError, match="has ended"):
+            await client.keepalive(lease.name)
+
+    run(with_client(alice, scenario))
+
+
+def test_tokens_that_must_be_refused(lab):
+    from jumpstarter_lab.controller.auth import Authority
+    from jumpstarter_lab.controller.store import Store
+
+    alice = lab.client("alice")
+    lab.exporter("bench1", "board=mock")
+    authority = Authority(Store(f"sqlite:///{lab.workdir / 'controller.db'}"))
+    exporter_token = yaml.safe_load((lab.workdir / "bench1.yaml").read_text())["token"]
+    stranger = Authority(Store(f"sqlite:///{lab.workdir / 'other.db'}"))
+    real_kid = authority._kid
+    stranger._kid = real_kid  # claims the controller's key id, signed with another key
+    cases = {
+        "unknown key": (Authority(Store(f"sqlite:///{lab.workdir / 'third.db'}")).create("client", "default", "alice"),
+                        "token signed by an unknown key"),
+        "forged": (stranger.token("client", "default", "alice", 1), "invalid client token: Signature verification failed"),
+        "expired": (authority.token("client", "default", "alice", 1, ttl_days=-1), "client token has expired"),
+        "wrong kind": (exporter_token, "issued for another audience"),
+        "wrong audience": (authority._sign({"iss": "jumpstarter-lab", "aud": "somewhere-else", "sub": "client:default/alice",
+                                            "kind": "client", "namespace": "default", "name": "alice", "gen": 1,
+                                            "iat": 1, "exp": 2**33}), "issued for another audience"),
+    }
+    for case, (token, message) in cases.items():
+        config = ClientConfig(name="alice", namespace="default", endpoint=lab.endpoint, token=token,
+                              tls={"insecure": True})
+        with pytest.raises(NotAuthenticated, match=message):
+            run(with_client(config, lambda c: c.exporters()))
+    assert run(with_client(alice, lambda c: c.exporters()))[0].name.endswith("/bench1")
+    assert cli("admin", "revoke", "client", "alice", "--db", str(lab.workdir / "controller.db")).returncode == 0
+    with pytest.raises(NotAuthenticated, match="was revoked"):
+        run(with_client(alice, lambda c: c.exporters()))
+
+
+def test_capabilities_limit_exporters_and_methods(lab):
+    lab.client("carol", "--allow-exporters", "board=mock", "--allow-methods", "power.status",
+               "--allow-methods", "power.read")
+    carol = ClientConfig.load(lab.workdir / "carol.yaml")
+    lab.exporter("bench1", "board=mock")
+    lab.exporter("secret", "board=prod")
+    names = [e.name.rsplit("/", 1)[-1] for e in run(with_client(carol, lambda c: c.exporters()))]
+    assert names == ["bench1"]
+    config = str(lab.workdir / "carol.yaml")
+    allowed = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.status")
+    assert allowed.returncode == 0 and allowed.stdout.strip() == "off"
+    refused = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.on")
+    assert "this lease may not call power.on (allowed: power.status, power.read)" in refused.stderr
+
+    async def never_granted(client: ControllerClient):
+        lease = await client.create_lease("board=prod", 60)
+        with pytest.raises(DriverError, match="not granted within"):
+            await client.wait_ready(lease.name, 3)
+        await client.release(lease.name)
+
+    run(with_client(carol, never_granted))
+
+
+def test_controller_killed_and_restarted_keeps_leases_and_exporters(lab):
+    alice = lab.client("alice")
+    lab.exporter("bench1", "board=mock")
+
+    async def take(client: ControllerClient):
+        lease = await client.create_lease("board=mock", 600, ttl=60)
+        return await client.wait_ready(lease.name, 30)
+
+    lease = run(with_client(alice, take))
+    lab.controller_process.stop(signal.SIGKILL)
+    lab.controller_process = lab.controller()
+
+    async def still_there(client: ControllerClient):
+        status = await client.get_lease(lease.name)
+        assert status.ready and status.exporter == "bench1"
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the exporter reconnects on its own
+            exporters = await client.exporters()
+            if exporters and exporters[0].online:
+                return
+            assert asyncio.get_running_loop().time() < deadline, "the exporter did not come back"
+            await asyncio.sleep(0.5)
+
+    run(with_client(alice, still_there))
+    config = str(lab.workdir / "alice.yaml")
+    result = cli("shell", "--client-config", config, "--lease", lease.name, "--", CLI, "call", "power.status")
+    assert result.returncode == 0 and result.stdout.strip() == "off", result.stderr
+
+
+def test_exporter_killed_mid_lease_ends_the_lease(lab):
+    alice = lab.client("alice")
+    exporter = lab.exporter("bench1", "board=mock")
+
+    async def scenario(client: ControllerClient):
+        lease = await client.create_lease("board=mock", 600, ttl=60)
+        await client.wait_ready(lease.name, 30)
+        exporter.stop(signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (status := await client.get_lease(lease.name)).ended:
+            assert asyncio.get_running_loop().time() < deadline, "the lease outlived its exporter"
+            await asyncio.sleep(0.5)
+        assert status.message == "the exporter went offline"
+
+    run(with_client(alice, scenario))
+
+
