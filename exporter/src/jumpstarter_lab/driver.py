@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -49,8 +50,9 @@ def exportstream(func):
     return func
 
 
+@functools.cache
 def exported_methods(cls: type) -> dict[str, str]:
-    """Name -> kind for every exported method of a driver class."""
+    """Name -> kind for every exported method of a driver class (computed once per class)."""
     found = {}
     for name in dir(cls):
         kind = getattr(getattr(cls, name, None), _MARK, None)
@@ -188,18 +190,28 @@ def _first_line(doc: str | None) -> str:
     return inspect.cleandoc(doc).splitlines()[0] if doc and doc.strip() else ""
 
 
+@functools.cache
+def _signature(function) -> tuple[inspect.Signature, dict[str, Any]]:
+    """Signature (without self) and type hints of an exported function, computed once."""
+    signature = inspect.signature(function)
+    signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: pass arguments as they came
+        hints = {}
+    return signature, hints
+
+
 def _bind(method, name: str, args: list[Any]) -> list[Any]:
     """Check the argument count and shape each argument to the method's type hints."""
-    signature = inspect.signature(method)
+    signature, hints = _signature(method.__func__)
+    if not args and not signature.parameters:
+        return []  # the common case of a call without arguments
     try:
         bound = signature.bind(*args)
     except TypeError as e:
         params = ", ".join(str(p.replace(annotation=inspect.Parameter.empty)) for p in signature.parameters.values())
         raise DriverInvalidArgument(f"wrong arguments for {name}({params}): {e}") from None
-    try:
-        hints = typing.get_type_hints(method)
-    except Exception:  # unresolvable annotations: pass arguments as they came
-        hints = {}
     shaped = []
     for param_name, value in bound.arguments.items():
         param = signature.parameters[param_name]

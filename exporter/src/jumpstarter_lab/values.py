@@ -17,7 +17,7 @@ import typing
 from pathlib import PurePath
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 
 def to_plain(value: Any) -> Any:
@@ -42,24 +42,41 @@ def to_plain(value: Any) -> Any:
 
 
 def encode(value: Any) -> struct_pb2.Value:
-    return json_format.ParseDict(to_plain(value), struct_pb2.Value())
+    message = struct_pb2.Value()
+    _fill(message, to_plain(value))
+    return message
 
 
-def _integral(value: Any) -> Any:
-    # Value carries every number as a double; give back ints where they were ints.
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    return value
+def _fill(message: struct_pb2.Value, plain: Any) -> None:
+    if plain is None:
+        message.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(plain, bool):
+        message.bool_value = plain
+    elif isinstance(plain, (int, float)):
+        message.number_value = plain
+    elif isinstance(plain, str):
+        message.string_value = plain
+    elif isinstance(plain, dict):
+        message.struct_value.update(plain)
+    else:
+        message.list_value.extend(plain)
 
 
 def decode(value: struct_pb2.Value) -> Any:
-    if not value.WhichOneof("kind"):
-        return None
-    return _integral(json_format.MessageToDict(value))
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        # Value carries every number as a double; give back ints where they were ints.
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {key: decode(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [decode(item) for item in value.list_value.values]
+    return None
 
 
 def coerce(value: Any, hint: Any) -> Any:
