@@ -19,7 +19,7 @@ PAYLOAD = b"x" * 48  # about the size of a DriverCall request
 
 async def timed(seconds: float, step) -> float:
     """Calls of `step` per second, after a warm-up."""
-    for _ in range(100):
+    for _warmup in range(100):
         await step()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -60,7 +60,7 @@ async def ours(address: str, seconds: float) -> dict:
 
 def ours_blocking(address: str, seconds: float) -> dict:
     with connect(address, insecure=True) as root:
-        for _ in range(100):
+        for _warmup in range(100):
             root.power.on()
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:

@@ -10,7 +10,7 @@ from jumpstarter.utils.env import env
 seconds = float(sys.argv[1])
 chunk = os.urandom(65536)
 with env() as client:
-    for _ in range(100):
+    for _warmup in range(100):
         client.power.on()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

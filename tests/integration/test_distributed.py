@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import BIN, CLI, free_port, subprocess_env, wait_for
+from helpers import BIN, CLI, free_port, subprocess_env
 from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
 from jumpstarter_lab.errors import AccessDenied, DriverError, NotAuthenticated
 
@@ -159,7 +159,7 @@ def test_lease_expires_when_keepalive_stops(lab):
     async def scenario(client: ControllerClient):
         lease = await client.create_lease("board=mock", 600, ttl=2)
         await client.wait_ready(lease.name, 30, ttl=2)
-        for _ in range(3):  # renewing keeps it
+        for _renewal in range(3):  # renewing keeps it
             await asyncio.sleep(1)
             assert (await client.keepalive(lease.name)).ready
         deadline = asyncio.get_running_loop().time() + 15
@@ -272,5 +272,3 @@ def test_exporter_killed_mid_lease_ends_the_lease(lab):
         assert status.message == "the exporter went offline"
 
     run(with_client(alice, scenario))
-
-

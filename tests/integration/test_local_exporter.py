@@ -255,7 +255,7 @@ def test_log_stream_carries_driver_logs(standard):
 def test_private_directory_of_a_killed_exporter_is_swept(make_config, run_exporter):
     config = make_config(STANDARD_EXPORT)
     first = run_exporter(config)
-    private = [p for p in Path(tempfile.gettempdir()).glob(f"jumpstarter-lab-{first.process.pid}-*")]
+    private = list(Path(tempfile.gettempdir()).glob(f"jumpstarter-lab-{first.process.pid}-*"))
     assert len(private) == 1 and (private[0] / "grpc.sock").exists()
     first.process.kill()
     first.process.wait()

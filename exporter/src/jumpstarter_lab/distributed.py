@@ -106,7 +106,7 @@ class ControllerLink:
         try:
             while True:
                 reading = asyncio.ensure_future(status.read())
-                done, _ = await asyncio.wait([reading, waiter], return_when=asyncio.FIRST_COMPLETED)
+                done, _pending = await asyncio.wait([reading, waiter], return_when=asyncio.FIRST_COMPLETED)
                 if waiter in done:
                     reading.cancel()
                     return
@@ -176,5 +176,3 @@ class ControllerLink:
         finally:
             await local.aclose()
             self.exporter.sessions.connection_closed(peer)
-
-

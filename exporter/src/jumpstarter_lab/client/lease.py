@@ -210,5 +210,3 @@ class ControllerClient:
             logger.warning("connection through lease %s ended: %s", name, e)
         finally:
             await local.aclose()
-
-

@@ -203,8 +203,8 @@ class Leases:
         conn.execute(leases.update().where((leases.c.state == "granted")
                                            & (leases.c.granted_at + leases.c.duration < t))
                      .values(state="expired", ended_at=t, reason="the lease duration ran out"))
-        offline = sa.select(exporters.c.name).where((exporters.c.namespace == leases.c.namespace)
-                                                     & (exporters.c.online_until < t))
+        offline = sa.select(exporters.c.name).where(
+            (exporters.c.namespace == leases.c.namespace) & (exporters.c.online_until < t))
         conn.execute(leases.update().where((leases.c.state == "granted") & leases.c.exporter.in_(offline))
                      .values(state="expired", ended_at=t, reason="the exporter went offline"))
 

@@ -278,5 +278,3 @@ class ClientServicer:
         identity = await authenticate(context, self.authority, "client")
         token, expiry = await asyncio.to_thread(self.authority.rotate, identity)
         return client_pb2.RotateTokenResponse(token=token, expiry=_timestamp(expiry))
-
-
