@@ -33,6 +33,18 @@ install_upstream() {
     "$cache/upstream-0.9.0/bin/pip" install "${pip_quiet[@]}" -r requirements/upstream-0.9.0.txt
 }
 
+# System packages the tests use: a PostgreSQL server (run privately by the tests).
+ensure_system_packages() {
+    local missing=()
+    compgen -G "/usr/lib/postgresql/*/bin/postgres" > /dev/null || missing+=(postgresql)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "bootstrap: apt-get install ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
+    fi
+}
+
+ensure_system_packages
 ensure_venv "$venv" "$(fingerprint requirements/dev.txt exporter/pyproject.toml drivers/*/pyproject.toml)" install_project
 mkdir -p "$cache"
 ensure_venv "$cache/upstream-0.9.0" "$(fingerprint requirements/upstream-0.9.0.txt)" install_upstream

@@ -34,3 +34,12 @@ def run_exporter(tmp_path):
     for exporter in started:
         if exporter.process.poll() is None:
             exporter.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from helpers import Postgres
+
+    server = Postgres()
+    yield server
+    server.stop()

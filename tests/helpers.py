@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -105,3 +108,51 @@ serial:
   config:
     url: "loop://"
 """
+
+
+class Postgres:
+    """A private PostgreSQL server for one test session (run as the `postgres` user, trust auth on loopback)."""
+
+    def __init__(self):
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        if not binaries:
+            pytest.fail("PostgreSQL server is not installed; scripts/bootstrap.sh installs it (apt-get install postgresql)")
+        bindir = binaries[-1].parent
+        user = pwd.getpwnam("postgres")
+        # Outside pytest's 0700 tree: the server runs as `postgres` and must reach its directory.
+        directory = self.directory = Path(tempfile.mkdtemp(prefix="jumpstarter-lab-pg-"))
+        directory.chmod(0o755)
+        data = directory / "pgdata"
+        data.mkdir()
+        shutil.chown(directory, user.pw_uid, user.pw_gid)
+        shutil.chown(data, user.pw_uid, user.pw_gid)
+        as_postgres = dict(user=user.pw_uid, group=user.pw_gid, cwd="/")
+        init = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                              capture_output=True, text=True, check=False, **as_postgres)
+        if init.returncode != 0:
+            pytest.fail(f"initdb failed: {init.stderr}")
+        self.port = free_port()
+        self.process = subprocess.Popen([str(bindir / "postgres"), "-D", str(data), "-k", str(directory), "-p",
+                                         str(self.port), "-h", "127.0.0.1", "-c", "fsync=off"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_postgres)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        wait_for(self._ready, 60, "PostgreSQL to accept connections", interval=0.2)
+
+    def _ready(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def database(self, name: str) -> str:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://"),
+                                  isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        engine.dispose()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -48,50 +48,56 @@ class Process:
         return code
 
 
+class Lab:
+    """A controller (or several replicas) on one database, clients and exporters made with `admin`."""
+
+    def __init__(self, workdir: Path, db: str):
+        self.workdir, self.db = workdir, db
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.started: list[Process] = []
+        self.controller_process = self.controller()
+
+    def controller(self, port: int | None = None, *extra: str) -> Process:
+        port = port or self.port
+        process = Process(["controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", "--insecure",
+                           "--exporter-grace", "4", *extra], self.workdir / f"controller-{port}.log", "listening on")
+        self.started.append(process)
+        return process
+
+    def client(self, name: str, *extra: str, endpoint: str | None = None) -> ClientConfig:
+        path = self.workdir / f"{name}.yaml"
+        result = cli("admin", "create-client", name, "--db", self.db, "--endpoint", endpoint or self.endpoint,
+                     "--insecure", "-o", str(path), *extra)
+        assert result.returncode == 0, result.stderr
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        return ClientConfig.load(path)
+
+    def exporter(self, name: str, *labels: str, endpoint: str | None = None, tls: tuple[str, ...] = ("--insecure",)) -> Process:
+        config = self.workdir / f"{name}.yaml"
+        export = self.workdir / "export.yaml"
+        export.write_text(yaml.safe_dump({"export": EXPORT}))
+        args = ["admin", "create-exporter", name, "--db", self.db, "--endpoint", endpoint or self.endpoint, *tls,
+                "--export-from", str(export), "-o", str(config)]
+        for label in labels:
+            args += ["--label", label]
+        assert cli(*args).returncode == 0
+        process = Process(["exporter", "run", "--config", str(config)], self.workdir / f"{name}.log", "registered with")
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.started):
+            if process.process.poll() is None:
+                process.stop()
+
+
 @pytest.fixture
 def lab(tmp_path):
-    """A controller with one client (alice) and a helper to add exporters."""
-    port = free_port()
-    db = tmp_path / "controller.db"
-    started: list[Process] = []
-
-    class Lab:
-        endpoint = f"127.0.0.1:{port}"
-        workdir = tmp_path
-
-        def controller(self) -> Process:
-            process = Process(["controller", "run", "--db", str(db), "--listen", self.endpoint, "--insecure",
-                               "--exporter-grace", "4"], tmp_path / "controller.log", "listening on")
-            started.append(process)
-            return process
-
-        def client(self, name: str, *extra: str) -> ClientConfig:
-            path = tmp_path / f"{name}.yaml"
-            result = cli("admin", "create-client", name, "--db", str(db), "--endpoint", self.endpoint, "--insecure",
-                         "-o", str(path), *extra)
-            assert result.returncode == 0, result.stderr
-            assert oct(path.stat().st_mode & 0o777) == "0o600"
-            return ClientConfig.load(path)
-
-        def exporter(self, name: str, *labels: str) -> Process:
-            config = tmp_path / f"{name}.yaml"
-            export = tmp_path / "export.yaml"
-            export.write_text(yaml.safe_dump({"export": EXPORT}))
-            args = ["admin", "create-exporter", name, "--db", str(db), "--endpoint", self.endpoint, "--insecure",
-                    "--export-from", str(export), "-o", str(config)]
-            for label in labels:
-                args += ["--label", label]
-            assert cli(*args).returncode == 0
-            process = Process(["exporter", "run", "--config", str(config)], tmp_path / f"{name}.log", "registered with")
-            started.append(process)
-            return process
-
-    lab = Lab()
-    lab.controller_process = lab.controller()
+    """A controller on SQLite."""
+    lab = Lab(tmp_path, str(tmp_path / "controller.db"))
     yield lab
-    for process in reversed(started):
-        if process.process.poll() is None:
-            process.stop()
+    lab.stop()
 
 
 def run(coro):
@@ -200,7 +206,7 @@ def test_tokens_that_must_be_refused(lab):
         with pytest.raises(NotAuthenticated, match=message):
             run(with_client(config, lambda c: c.exporters()))
     assert run(with_client(alice, lambda c: c.exporters()))[0].name.endswith("/bench1")
-    assert cli("admin", "revoke", "client", "alice", "--db", str(lab.workdir / "controller.db")).returncode == 0
+    assert cli("admin", "revoke", "client", "alice", "--db", lab.db).returncode == 0
     with pytest.raises(NotAuthenticated, match="was revoked"):
         run(with_client(alice, lambda c: c.exporters()))
 
@@ -272,3 +278,40 @@ def test_exporter_killed_mid_lease_ends_the_lease(lab):
         assert status.message == "the exporter went offline"
 
     run(with_client(alice, scenario))
+
+
+def test_two_replicas_on_postgres_grant_an_exporter_once(postgres, tmp_path):
+    lab = Lab(tmp_path, postgres.database("race"))
+    try:
+        second_port = free_port()
+        lab.controller(second_port)
+        alice = lab.client("alice")
+        bob = lab.client("bob", endpoint=f"127.0.0.1:{second_port}")
+        lab.exporter("bench1", "board=mock")
+
+        async def race():
+            a, b = ControllerClient(alice), ControllerClient(bob)
+            try:
+                for _round in range(3):
+                    leases = await asyncio.gather(a.create_lease("board=mock", 60), b.create_lease("board=mock", 60))
+                    await asyncio.sleep(1)  # both replicas' schedulers have run by now
+                    states = [await a.get_lease(leases[0].name), await b.get_lease(leases[1].name)]
+                    assert sorted(s.ready for s in states) == [False, True], states
+                    winner = 0 if states[0].ready else 1
+                    assert states[1 - winner].message == "waiting, position 1 in the queue"
+                    clients = (a, b)
+                    await clients[winner].release(leases[winner].name)
+                    loser = await clients[1 - winner].wait_ready(leases[1 - winner].name, 30)
+                    assert loser.exporter == "bench1"
+                    await clients[1 - winner].release(leases[1 - winner].name)
+            finally:
+                await a.close()
+                await b.close()
+
+        run(race())
+        # The exporter listens on the first replica; a lease dialed through the second still reaches it.
+        config = str(tmp_path / "bob.yaml")
+        result = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.status")
+        assert result.returncode == 0 and result.stdout.strip() == "off", result.stderr
+    finally:
+        lab.stop()

@@ -230,10 +230,11 @@ class Leases:
                 if ((lease.namespace, exporter.name) in busy or exporter.namespace != lease.namespace
                         or not selectors.matches(lease.selector, labels) or not allowed_exporter(who, labels)):
                     continue
-                conn.execute(leases.update().where((leases.c.name == lease.name) & (leases.c.state == "queued"))
-                             .values(state="granted", exporter=exporter.name, granted_at=t, epoch=lease.epoch + 1))
-                busy.add((lease.namespace, exporter.name))
-                granted.append(lease.name)
+                done = conn.execute(leases.update().where((leases.c.name == lease.name) & (leases.c.state == "queued"))
+                                    .values(state="granted", exporter=exporter.name, granted_at=t, epoch=lease.epoch + 1))
+                if done.rowcount:  # zero: another replica granted this lease meanwhile
+                    busy.add((lease.namespace, exporter.name))
+                    granted.append(lease.name)
                 break
         return granted
 
