@@ -51,8 +51,10 @@ class Process:
 class Lab:
     """A controller (or several replicas) on one database, clients and exporters made with `admin`."""
 
-    def __init__(self, workdir: Path, db: str):
-        self.workdir, self.db = workdir, db
+    def __init__(self, workdir: Path, db: str, serve: tuple[str, ...] = ("--insecure",),
+                 trust: tuple[str, ...] = ("--insecure",)):
+        """`serve`: the controller's TLS options; `trust`: how clients and exporters reach it."""
+        self.workdir, self.db, self.serve, self.trust = workdir, db, serve, trust
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.started: list[Process] = []
@@ -60,7 +62,7 @@ class Lab:
 
     def controller(self, port: int | None = None, *extra: str) -> Process:
         port = port or self.port
-        process = Process(["controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", "--insecure",
+        process = Process(["controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", *self.serve,
                            "--exporter-grace", "4", *extra], self.workdir / f"controller-{port}.log", "listening on")
         self.started.append(process)
         return process
@@ -68,16 +70,16 @@ class Lab:
     def client(self, name: str, *extra: str, endpoint: str | None = None) -> ClientConfig:
         path = self.workdir / f"{name}.yaml"
         result = cli("admin", "create-client", name, "--db", self.db, "--endpoint", endpoint or self.endpoint,
-                     "--insecure", "-o", str(path), *extra)
+                     *self.trust, "-o", str(path), *extra)
         assert result.returncode == 0, result.stderr
         assert oct(path.stat().st_mode & 0o777) == "0o600"
         return ClientConfig.load(path)
 
-    def exporter(self, name: str, *labels: str, endpoint: str | None = None, tls: tuple[str, ...] = ("--insecure",)) -> Process:
+    def exporter(self, name: str, *labels: str, endpoint: str | None = None) -> Process:
         config = self.workdir / f"{name}.yaml"
         export = self.workdir / "export.yaml"
         export.write_text(yaml.safe_dump({"export": EXPORT}))
-        args = ["admin", "create-exporter", name, "--db", self.db, "--endpoint", endpoint or self.endpoint, *tls,
+        args = ["admin", "create-exporter", name, "--db", self.db, "--endpoint", endpoint or self.endpoint, *self.trust,
                 "--export-from", str(export), "-o", str(config)]
         for label in labels:
             args += ["--label", label]
@@ -313,5 +315,26 @@ def test_two_replicas_on_postgres_grant_an_exporter_once(postgres, tmp_path):
         config = str(tmp_path / "bob.yaml")
         result = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.status")
         assert result.returncode == 0 and result.stdout.strip() == "off", result.stderr
+    finally:
+        lab.stop()
+
+
+def test_tls_controller_with_a_lab_ca(tmp_path):
+    pki = tmp_path / "pki"
+    assert cli("admin", "make-ca", "--dir", str(pki)).returncode == 0
+    assert cli("admin", "issue-cert", "--dir", str(pki), "--host", "localhost", "--host", "127.0.0.1").returncode == 0
+    lab = Lab(tmp_path, str(tmp_path / "controller.db"),
+              serve=("--tls-cert", str(pki / "controller.crt"), "--tls-key", str(pki / "controller.key")),
+              trust=("--ca", str(pki / "ca.crt")))
+    try:
+        lab.client("alice")
+        lab.exporter("bench1", "board=mock")
+        config = str(tmp_path / "alice.yaml")
+        done = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.status")
+        assert done.returncode == 0 and done.stdout.strip() == "off", done.stderr
+        untrusting = ClientConfig.load(config)
+        untrusting.tls = {}  # the system's CAs do not know the lab's CA
+        with pytest.raises(DriverError, match="unavailable"):
+            run(with_client(untrusting, lambda c: c.exporters()))
     finally:
         lab.stop()

@@ -107,6 +107,23 @@ def cmd_admin_create_exporter(args) -> int:
     return 0
 
 
+def cmd_admin_make_ca(args) -> int:
+    from .tls import make_ca
+
+    cert, _key = make_ca(Path(args.dir))
+    print(f"wrote {cert} and its key; give {cert} to clients and exporters as their CA (--ca)")
+    return 0
+
+
+def cmd_admin_issue_cert(args) -> int:
+    from .tls import issue_server_cert
+
+    directory = Path(args.dir)
+    cert, key = issue_server_cert(directory, directory / "ca.crt", directory / "ca.key", args.host, name=args.name)
+    print(f"wrote {cert} and {key} (for {', '.join(args.host)})")
+    return 0
+
+
 def cmd_admin_revoke(args) -> int:
     _authority(args).revoke(args.kind, args.namespace, args.name)
     print(f"revoked every token of {args.kind} {args.namespace}/{args.name}")
@@ -207,6 +224,14 @@ def add_parsers(sub) -> None:
         else:
             create.add_argument("--export-from", help="take the export tree from this ExporterConfig")
             create.set_defaults(func=cmd_admin_create_exporter)
+    ca = admin.add_parser("make-ca", help="make a CA for the lab's TLS endpoints")
+    ca.add_argument("--dir", required=True, help="where ca.crt and ca.key (0600) go")
+    ca.set_defaults(func=cmd_admin_make_ca)
+    issue = admin.add_parser("issue-cert", help="issue a server certificate from the CA in --dir")
+    issue.add_argument("--dir", required=True)
+    issue.add_argument("--host", action="append", required=True, help="DNS name or IP the server is reached by")
+    issue.add_argument("--name", default="controller", help="file name stem (default: controller)")
+    issue.set_defaults(func=cmd_admin_issue_cert)
     revoke = admin.add_parser("revoke", help="void every token of a client or exporter")
     revoke.add_argument("kind", choices=["client", "exporter"])
     revoke.add_argument("name")
