@@ -114,12 +114,15 @@ class ControllerLink:
                 if update is grpc.aio.EOF:
                     raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
                                                "status stream ended")
-                if update.leased and update.lease_name != self._lease:
-                    await self._end_lease()
-                    self._lease = update.lease_name
-                    logger.info("leased to %s under %s", update.client_name, update.lease_name)
-                    self._lease_task = asyncio.ensure_future(self._listen(controller, update.lease_name))
-                elif not update.leased and self._lease is not None:
+                if update.leased:
+                    if update.lease_name != self._lease:
+                        await self._end_lease()
+                        self._lease = update.lease_name
+                        logger.info("leased to %s under %s", update.client_name, update.lease_name)
+                    if self._lease_task is None or self._lease_task.done():
+                        # (Re)start listening: after a reconnect the same lease goes on, on a new channel.
+                        self._lease_task = asyncio.ensure_future(self._listen(controller, update.lease_name))
+                elif self._lease is not None:
                     logger.info("lease %s ended", self._lease)
                     await self._end_lease()
         finally:

@@ -206,6 +206,8 @@ class ControllerClient:
             async with channel_to(endpoint, self.config.tls) as channel:
                 call = router_pb2_grpc.RouterServiceStub(channel).Stream(metadata=(("authorization", f"Bearer {token}"),))
                 await forward(local, ClientFrames(call, f"router for lease {name}"))
+        except asyncio.CancelledError:
+            pass  # the lease socket is closing; this handler is the task's top level
         except Exception as e:
             logger.warning("connection through lease %s ended: %s", name, e)
         finally:

@@ -80,6 +80,22 @@ class Leases:
                                                   & (exporters.c.name == identity.name))
                          .values(online_until=now() + self.grace if online else 0.0))
 
+    def heartbeat_many(self, keys: set[tuple[str, str]]) -> None:
+        """Keep every exporter with an open Status stream on this replica online, in one statement."""
+        if not keys:
+            return
+        with self.store.transaction() as conn:
+            for namespace in {ns for ns, _ in keys}:
+                names = [name for ns, name in keys if ns == namespace]
+                conn.execute(exporters.update().where((exporters.c.namespace == namespace) & exporters.c.name.in_(names))
+                             .values(online_until=now() + self.grace))
+
+    def grants(self) -> dict[tuple[str, str], LeaseView]:
+        """(namespace, exporter) -> its granted lease, for every exporter."""
+        with self.store.transaction() as conn:
+            rows = conn.execute(sa.select(leases).where(leases.c.state == "granted")).all()
+        return {(row.namespace, row.exporter): _view(row) for row in rows}
+
     def report_status(self, identity: Identity, status: int, message: str) -> None:
         with self.store.transaction() as conn:
             conn.execute(exporters.update().where((exporters.c.namespace == identity.namespace)
@@ -245,11 +261,15 @@ class Leases:
             conn.execute(dials.insert().values(lease=lease, router_endpoint=endpoint, router_token=token,
                                                created=now(), taken=False))
 
-    def take_dials(self, lease: str) -> list[tuple[str, str]]:
+    def take_dials(self, lease_names: list[str]) -> list[tuple[str, str, str]]:
+        """Claim the waiting dials of these leases: [(lease, router endpoint, router token)]."""
+        if not lease_names:
+            return []
         with self.store.transaction() as conn:
-            rows = conn.execute(sa.select(dials).where((dials.c.lease == lease) & dials.c.taken.is_(False))
+            rows = conn.execute(sa.select(dials).where(dials.c.lease.in_(lease_names) & dials.c.taken.is_(False))
                                 .order_by(dials.c.id)).all()
             if rows:
-                conn.execute(dials.update().where(dials.c.id.in_([r.id for r in rows])).values(taken=True))
+                conn.execute(dials.update().where(dials.c.id.in_([r.id for r in rows]) & dials.c.taken.is_(False))
+                             .values(taken=True))
             conn.execute(dials.delete().where(dials.c.created < now() - 300))
-        return [(r.router_endpoint, r.router_token) for r in rows]
+        return [(r.lease, r.router_endpoint, r.router_token) for r in rows]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -11,6 +10,7 @@ import grpc
 from ..errors import ConfigError
 from ..protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
 from .auth import Authority
+from .hub import Hub
 from .leases import Leases
 from .router import Router
 from .service import ClientServicer, ControllerServicer
@@ -38,12 +38,13 @@ class Controller:
         if bound == 0:
             raise ConfigError(f"cannot listen on {address}")
         endpoint = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
+        hub = Hub(self.leases)
         jumpstarter_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerServicer(self.authority, self.leases, endpoint), server)
-        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases), server)
+            ControllerServicer(self.authority, self.leases, hub, endpoint), server)
+        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases, hub), server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(Router(self.authority.verify_router), server)
         await server.start()
-        ticker = asyncio.ensure_future(self._tick(stopped))
+        ticker = asyncio.ensure_future(hub.run())
         logger.info("controller serving on %s (%s)", endpoint, "insecure" if insecure else "TLS")
         if ready:
             ready(endpoint)
@@ -54,9 +55,3 @@ class Controller:
             await server.stop(grace=1.0)
             self.store.close()
 
-    async def _tick(self, stopped: asyncio.Event) -> None:
-        """Expire lapsed leases and grant the queue even when no call arrives."""
-        while not stopped.is_set():
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.leases.schedule)
-            await asyncio.sleep(1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
@@ -12,6 +13,7 @@ from ..errors import JumpstarterLabError, NotAuthenticated, status_for_exception
 from ..protocol import client_pb2, jumpstarter_pb2, kubernetes_pb2
 from . import selectors
 from .auth import Authority, Identity
+from .hub import Hub
 from .leases import LeaseView, Leases, allowed_exporter
 from .store import loads, now
 
@@ -79,8 +81,8 @@ def lease_message(view: LeaseView) -> client_pb2.Lease:
 class ControllerServicer:
     """jumpstarter.v1.ControllerService."""
 
-    def __init__(self, authority: Authority, leases: Leases, router_endpoint: str):
-        self.authority, self.leases, self.router_endpoint = authority, leases, router_endpoint
+    def __init__(self, authority: Authority, leases: Leases, hub: Hub, router_endpoint: str):
+        self.authority, self.leases, self.hub, self.router_endpoint = authority, leases, hub, router_endpoint
 
     async def Register(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
@@ -106,33 +108,39 @@ class ControllerServicer:
     async def Status(self, request, context):
         """Lease changes for this exporter; an open Status stream is what keeps an exporter online."""
         identity = await authenticate(context, self.authority, "exporter")
-        last = None
-        beat = 0.0
-        while not context.done():
-            if now() - beat > 2:
-                await asyncio.to_thread(self.leases.heartbeat, identity)
-                await asyncio.to_thread(self.leases.schedule)
-                beat = now()
-            lease = await asyncio.to_thread(self.leases.granted_to, identity.namespace, identity.name)
-            current = (lease.name, lease.client) if lease else None
-            if current != last:
-                last = current
-                if lease:
-                    yield jumpstarter_pb2.StatusResponse(leased=True, lease_name=lease.name, client_name=lease.client)
-                else:
-                    yield jumpstarter_pb2.StatusResponse(leased=False)
-            await asyncio.sleep(POLL)
+        key = (identity.namespace, identity.name)
+        with self.hub.exporter_connected(key):
+            await asyncio.to_thread(self.leases.heartbeat, identity)
+            self.hub.poke()  # an exporter coming online may be what a queued lease waits for
+            last = ()
+            while not context.done():
+                version = self.hub.version
+                lease = self.hub.grants.get(key)
+                current = (lease.name, lease.client) if lease else None
+                if current != last:
+                    last = current
+                    if lease:
+                        yield jumpstarter_pb2.StatusResponse(leased=True, lease_name=lease.name,
+                                                             client_name=lease.client)
+                    else:
+                        yield jumpstarter_pb2.StatusResponse(leased=False)
+                await self.hub.changed(version, 5.0)
 
     async def Listen(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
         name = short_name(request.lease_name)
-        while not context.done():
-            lease = await asyncio.to_thread(self.leases.granted_to, identity.namespace, identity.name)
-            if lease is None or lease.name != name:
-                return  # the lease ended: so does listening for it
-            for endpoint, token in await asyncio.to_thread(self.leases.take_dials, name):
-                yield jumpstarter_pb2.ListenResponse(router_endpoint=endpoint, router_token=token)
-            await asyncio.sleep(POLL / 2)
+        key = (identity.namespace, identity.name)
+        with self.hub.listening(name) as dials:
+            while not context.done():
+                lease = self.hub.grants.get(key)
+                if lease is None or lease.name != name:
+                    if self.hub.version == 0:  # not refreshed yet after a restart: look again shortly
+                        await asyncio.sleep(POLL)
+                        continue
+                    return  # the lease ended: so does listening for it
+                with contextlib.suppress(asyncio.TimeoutError):
+                    endpoint, token = await asyncio.wait_for(dials.get(), 1.0)
+                    yield jumpstarter_pb2.ListenResponse(router_endpoint=endpoint, router_token=token)
 
     async def Dial(self, request, context):
         identity = await authenticate(context, self.authority, "client")
@@ -143,6 +151,7 @@ class ControllerServicer:
                                     f"lease {lease.name} is {lease.state}, not ready: {lease.reason or 'waiting'}")
             token = self.authority.router_token(lease.name, lease.epoch, identity.name, identity.capabilities)
             await asyncio.to_thread(self.leases.add_dial, lease.name, self.router_endpoint, token)
+            self.hub.poke()
             return jumpstarter_pb2.DialResponse(router_endpoint=self.router_endpoint, router_token=token)
         except JumpstarterLabError as e:
             await _abort(context, e)
@@ -193,8 +202,8 @@ class ControllerServicer:
 class ClientServicer:
     """jumpstarter.client.v1.ClientService."""
 
-    def __init__(self, authority: Authority, leases: Leases):
-        self.authority, self.leases = authority, leases
+    def __init__(self, authority: Authority, leases: Leases, hub: Hub):
+        self.authority, self.leases, self.hub = authority, leases, hub
 
     async def _exporters(self, identity: Identity, name_filter: str | None = None):
         rows = await asyncio.to_thread(self.leases.exporters, identity.namespace)
@@ -241,6 +250,7 @@ class ClientServicer:
                                            0, request.lease_id or None)
         except (JumpstarterLabError, ValueError) as e:
             await _abort(context, e)
+        self.hub.poke()
         return lease_message(view)
 
     async def GetLease(self, request, context):
@@ -271,6 +281,7 @@ class ClientServicer:
             await asyncio.to_thread(self.leases.release, identity, short_name(request.name))
         except JumpstarterLabError as e:
             await _abort(context, e)
+        self.hub.poke()
         return empty_pb2.Empty()
 
     async def RotateToken(self, request, context):
