@@ -39,11 +39,15 @@ class Identity:
     capabilities: dict = field(default_factory=dict, hash=False, compare=False)
 
 
+VERIFIED_TTL = 5.0  # seconds a verified token is trusted without asking the database again
+
+
 class Authority:
     def __init__(self, store: Store):
         self.store = store
         self._kid, self._key = self._signing_key()
         self._public = {}
+        self._verified: dict[tuple[str, str], tuple[float, Identity]] = {}
 
     def _signing_key(self):
         with self.store.transaction() as conn:
@@ -117,7 +121,21 @@ class Authority:
         return token, now() + ttl_days * 86400
 
     def verify(self, token: str, kind: str) -> Identity:
-        """The identity a token proves, or NotAuthenticated saying why not."""
+        """The identity a token proves, or NotAuthenticated saying why not.
+
+        A token verified in the last VERIFIED_TTL seconds is trusted without a database
+        read, so a revocation takes effect within that time.
+        """
+        cached = self._verified.get((token, kind))
+        if cached and cached[0] > now():
+            return cached[1]
+        identity = self._verify(token, kind)
+        if len(self._verified) > 10000:
+            self._verified.clear()
+        self._verified[(token, kind)] = (now() + VERIFIED_TTL, identity)
+        return identity
+
+    def _verify(self, token: str, kind: str) -> Identity:
         claims = self._decode(token, audience(kind), f"{kind} token")
         if claims.get("kind") != kind:
             raise NotAuthenticated(f"a {claims.get('kind')} token cannot be used as a {kind} token")

@@ -127,13 +127,24 @@ class Leases:
             raise DriverInvalidArgument("lease keepalive ttl must be between 0 and 3600 seconds")
         name = name or str(uuid.uuid4())
         t = now()
-        with self.store.transaction() as conn:
-            conn.execute(leases.insert().values(name=name, namespace=identity.namespace, client=identity.name,
-                                                selector=selector, state="queued", priority=priority,
-                                                requested_at=t, duration=duration, ttl=ttl, alive_until=t + ttl,
-                                                epoch=0))
-        self.schedule()
+        values = dict(name=name, namespace=identity.namespace, client=identity.name, selector=selector, state="queued",
+                      priority=priority, requested_at=t, duration=duration, ttl=ttl, alive_until=t + ttl, epoch=0)
+        # Queue and try to grant in one transaction: one write per request, not three.
+        self._with_grants(lambda conn: conn.execute(leases.insert().values(**values)))
         return self.get(identity, name)
+
+    def _with_grants(self, change) -> None:
+        """Run `change(conn)` and then grant what can be granted, in one transaction (retried on a race)."""
+        for _attempt in range(5):
+            try:
+                with self.store.transaction() as conn:
+                    change(conn)
+                    self._grant(conn)
+                return
+            except IntegrityError as e:
+                if "one_grant_per_exporter" not in str(e) and "UNIQUE constraint failed: leases.namespace" not in str(e):
+                    raise
+                continue  # another replica granted the same exporter first: look again
 
     def _owned(self, conn, identity: Identity, name: str):
         row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
@@ -182,12 +193,13 @@ class Leases:
         return self.get(identity, name)
 
     def release(self, identity: Identity, name: str, reason: str = "released by the client") -> None:
-        with self.store.transaction() as conn:
+        def change(conn):
             row = self._owned(conn, identity, name)
             if row.state in ACTIVE:
                 conn.execute(leases.update().where(leases.c.name == name)
                              .values(state="released", ended_at=now(), reason=reason))
-        self.schedule()
+
+        self._with_grants(change)
 
     def release_by_exporter(self, identity: Identity, reason: str) -> None:
         with self.store.transaction() as conn:
@@ -233,23 +245,27 @@ class Leases:
             return []
         busy = {(r.namespace, r.exporter) for r in conn.execute(
             sa.select(leases.c.namespace, leases.c.exporter).where(leases.c.state == "granted"))}
-        online = conn.execute(sa.select(exporters).where(exporters.c.online_until >= t)
-                              .order_by(exporters.c.name)).all()
+        free = [(row.namespace, row.name, loads(row.labels)) for row in conn.execute(
+            sa.select(exporters).where(exporters.c.online_until >= t).order_by(exporters.c.name))
+            if (row.namespace, row.name) not in busy]
+        waiting_clients = {(lease.namespace, lease.client) for lease in queued}
+        capabilities = {(row.namespace, row.name): loads(row.capabilities) for row in conn.execute(
+            sa.select(identities).where((identities.c.kind == "client")
+                                        & identities.c.name.in_([name for _, name in waiting_clients])))}
         granted = []
         for lease in queued:
-            client = conn.execute(sa.select(identities).where((identities.c.kind == "client")
-                                                              & (identities.c.namespace == lease.namespace)
-                                                              & (identities.c.name == lease.client))).first()
-            who = Identity("client", lease.namespace, lease.client, capabilities=loads(client.capabilities) if client else {})
-            for exporter in online:
-                labels = loads(exporter.labels)
-                if ((lease.namespace, exporter.name) in busy or exporter.namespace != lease.namespace
-                        or not selectors.matches(lease.selector, labels) or not allowed_exporter(who, labels)):
+            if not free:
+                break
+            who = Identity("client", lease.namespace, lease.client,
+                           capabilities=capabilities.get((lease.namespace, lease.client), {}))
+            for index, (namespace, name, labels) in enumerate(free):
+                if (namespace != lease.namespace or not selectors.matches(lease.selector, labels)
+                        or not allowed_exporter(who, labels)):
                     continue
                 done = conn.execute(leases.update().where((leases.c.name == lease.name) & (leases.c.state == "queued"))
-                                    .values(state="granted", exporter=exporter.name, granted_at=t, epoch=lease.epoch + 1))
+                                    .values(state="granted", exporter=name, granted_at=t, epoch=lease.epoch + 1))
                 if done.rowcount:  # zero: another replica granted this lease meanwhile
-                    busy.add((lease.namespace, exporter.name))
+                    del free[index]
                     granted.append(lease.name)
                 break
         return granted

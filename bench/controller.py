@@ -1,0 +1,191 @@
+"""Controller figures (issue 6): idle cost of many exporters, and lease grant latency under churn.
+
+    .venv/bin/python bench/controller.py [--exporters 1000] [--clients 100] [--pool 200] [--seconds 10]
+                                         [--postgres URL]
+
+1. `--exporters` simulated exporters register and keep their Status stream open (what a
+   real exporter does between leases); the controller's RSS and CPU are read from /proc
+   over `--seconds` of idling.
+2. `--clients` clients churn leases over a pool of `--pool` exporters: create (the grant
+   comes back in the same call when an exporter is free), release, again; p50/p99 of
+   the time from CreateLease to a granted lease.
+Both on SQLite, and on PostgreSQL when --postgres gives a server URL (a fresh database
+is created in it). Figures only: nothing here passes or fails on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
+from jumpstarter_lab.controller.auth import Authority
+from jumpstarter_lab.controller.store import Store
+from jumpstarter_lab.distributed import auth_metadata
+from jumpstarter_lab.protocol import jumpstarter_pb2, jumpstarter_pb2_grpc
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_stats(pid: int) -> tuple[int, float]:
+    """(RSS bytes, CPU seconds used so far) of a process."""
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def make_identities(db: str, exporters: int, clients: int) -> tuple[list[str], list[str]]:
+    authority = Authority(Store(db))
+    exporter_tokens = [authority.create("exporter", "default", f"e{i}", {"bench": "1"}) for i in range(exporters)]
+    client_tokens = [authority.create("client", "default", f"c{i}") for i in range(clients)]
+    authority.store.close()
+    return exporter_tokens, client_tokens
+
+
+async def simulated_exporters(endpoint: str, tokens: list[str], ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """Exporters as the controller sees them: Register, then a Status stream held open."""
+    channels = [grpc.aio.insecure_channel(endpoint) for _ in range(max(1, len(tokens) // 200))]
+    calls = []
+    try:
+        for i, token in enumerate(tokens):
+            stub = jumpstarter_pb2_grpc.ControllerServiceStub(channels[i % len(channels)])
+            metadata = auth_metadata(token, "Exporter", "default", f"e{i}")
+            await stub.Register(jumpstarter_pb2.RegisterRequest(), metadata=metadata)
+            call = stub.Status(jumpstarter_pb2.StatusRequest(), metadata=metadata)
+            await call.read()  # the first status: registered and listening
+            calls.append(call)
+        ready.set()
+        await stop.wait()
+    finally:
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            await channel.close()
+
+
+async def churn(endpoint: str, tokens: list[str], seconds: float) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def one_client(i: int, token: str) -> None:
+        client = ControllerClient(ClientConfig(name=f"c{i}", namespace="default", endpoint=endpoint, token=token,
+                                               tls={"insecure": True}))
+        try:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                lease = await client.create_lease("bench=1", 60)
+                if not lease.ready:
+                    lease = await client.wait_ready(lease.name, 30)
+                latencies.append(time.perf_counter() - start)
+                await client.release(lease.name)
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(one_client(i, t) for i, t in enumerate(tokens)))
+    return latencies
+
+
+def run_case(db: str, args) -> dict:
+    exporter_tokens, client_tokens = make_identities(db, args.exporters, args.clients)
+    port = free_port()
+    endpoint = f"127.0.0.1:{port}"
+    controller = subprocess.Popen([str(BIN / "jumpstarter-lab"), "controller", "run", "--db", db, "--listen", endpoint,
+                                   "--insecure"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        controller.stdout.readline()
+        result = {}
+
+        async def idle():
+            ready, stop = asyncio.Event(), asyncio.Event()
+            task = asyncio.ensure_future(simulated_exporters(endpoint, exporter_tokens, ready, stop))
+            await asyncio.wait_for(ready.wait(), 600)
+            await asyncio.sleep(2)  # let registration settle
+            rss, cpu_before = proc_stats(controller.pid)
+            start = time.perf_counter()
+            await asyncio.sleep(args.seconds)
+            _rss, cpu_after = proc_stats(controller.pid)
+            result["idle_exporters"] = len(exporter_tokens)
+            result["idle_rss_mib"] = rss / 2**20
+            result["idle_cpu_percent"] = 100 * (cpu_after - cpu_before) / (time.perf_counter() - start)
+            # keep only the pool online for the churn
+            stop.set()
+            await task
+
+        asyncio.run(idle())
+
+        async def grants():
+            ready, stop = asyncio.Event(), asyncio.Event()
+            task = asyncio.ensure_future(simulated_exporters(endpoint, exporter_tokens[:args.pool], ready, stop))
+            await asyncio.wait_for(ready.wait(), 600)
+            latencies = await churn(endpoint, client_tokens, args.seconds)
+            stop.set()
+            await task
+            return latencies
+
+        latencies = sorted(asyncio.run(grants()))
+        result["grants"] = len(latencies)
+        result["grant_p50_ms"] = 1000 * statistics.median(latencies)
+        result["grant_p99_ms"] = 1000 * latencies[int(len(latencies) * 0.99) - 1]
+        return result
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.wait(30)
+        controller.stdout.close()
+
+
+def postgres_database(url: str) -> str:
+    import sqlalchemy as sa
+
+    name = f"bench_{os.getpid()}_{int(time.time())}"
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exporters", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--pool", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--postgres", help="PostgreSQL server URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    cases = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cases["sqlite"] = run_case(f"sqlite:///{tmp}/bench.db", args)
+    if args.postgres:
+        cases["postgresql"] = run_case(postgres_database(args.postgres), args)
+    print(f"{'store':11} {'exporters':>9} {'idle RSS MiB':>12} {'idle CPU %':>10} {'grants':>7} "
+          f"{'grant p50 ms':>12} {'grant p99 ms':>12}  goal p99 < 50 ms")
+    for store, r in cases.items():
+        verdict = "meets goal" if r["grant_p99_ms"] < 50 else "below goal"
+        print(f"{store:11} {r['idle_exporters']:9d} {r['idle_rss_mib']:12.1f} {r['idle_cpu_percent']:10.1f} "
+              f"{r['grants']:7d} {r['grant_p50_ms']:12.1f} {r['grant_p99_ms']:12.1f}  {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
