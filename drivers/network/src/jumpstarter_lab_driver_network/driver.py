@@ -2,21 +2,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 
 from jumpstarter_lab.driver import Driver, export, exportstream
 from jumpstarter_lab.errors import ExporterUnavailable
 from jumpstarter_lab.streams import LoopbackStream, SocketStream
 
+from .datagram import DatagramStream
+from .interface import NetworkInterface
 
-class NetworkInterface(metaclass=ABCMeta):
-    @classmethod
-    def client(cls) -> str:
-        return "jumpstarter_driver_network.client.NetworkClient"
+__all__ = ["EchoNetwork", "NetworkInterface", "TcpNetwork", "UdpNetwork", "UnixNetwork"]
 
-    @abstractmethod
-    def connect(self): ...
+
+def _check_port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 @dataclass(kw_only=True)
@@ -28,8 +32,7 @@ class TcpNetwork(NetworkInterface, Driver):
     enable_address: bool = True
 
     def __post_init__(self):
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be 1-65535, got {self.port}")
+        _check_port(self.port)
 
     @exportstream
     @contextlib.asynccontextmanager
@@ -50,8 +53,64 @@ class TcpNetwork(NetworkInterface, Driver):
         """The tcp:// address this driver connects to"""
         if not self.enable_address:
             raise ValueError("address is disabled by enable_address: false in the exporter config")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        return _url("tcp", self.host, self.port)
+
+
+@dataclass(kw_only=True)
+class UdpNetwork(NetworkInterface, Driver):
+    """A UDP service reachable from the exporter: each chunk of the stream is one datagram."""
+
+    host: str
+    port: int
+    enable_address: bool = True
+
+    def __post_init__(self):
+        _check_port(self.port)
+
+    @exportstream
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        """Open a UDP socket connected to host:port (one chunk per datagram)"""
+        try:
+            stream = await DatagramStream.connect(self.host, self.port)
+        except OSError as e:
+            raise ExporterUnavailable(f"cannot open UDP to {self.host}:{self.port}: {e.strerror or e}") from None
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+    @export
+    async def address(self) -> str:
+        """The udp:// address this driver sends to"""
+        if not self.enable_address:
+            raise ValueError("address is disabled by enable_address: false in the exporter config")
+        return _url("udp", self.host, self.port)
+
+
+@dataclass(kw_only=True)
+class UnixNetwork(NetworkInterface, Driver):
+    """A Unix domain socket on the exporter host (a QEMU monitor, a daemon's control socket)."""
+
+    path: str
+
+    def __post_init__(self):
+        if not self.path:
+            raise ValueError("path must name a Unix socket")
+
+    @exportstream
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        """Open a connection to the Unix socket at path"""
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.path)
+        except OSError as e:
+            raise ExporterUnavailable(f"cannot connect to Unix socket {self.path}: {e.strerror or e}") from None
+        stream = SocketStream(reader, writer)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
 
 
 class EchoNetwork(NetworkInterface, Driver):

@@ -29,4 +29,6 @@ class PowerInterface(metaclass=ABCMeta):
     async def off(self) -> None: ...
 
     @abstractmethod
-    def read(self) -> AsyncIterator[PowerReading]: ...
+    async def read(self) -> AsyncIterator[PowerReading]:
+        """Readings of voltage and current (an async generator)."""
+        yield PowerReading(0.0, 0.0)

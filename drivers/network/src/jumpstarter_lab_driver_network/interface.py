@@ -1,0 +1,17 @@
+"""The network interface shared by drivers and clients (method names as upstream's)."""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+
+
+class NetworkInterface(metaclass=ABCMeta):
+    """A byte stream to something on the exporter's network; clients open it with `stream()`."""
+
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter_driver_network.client.NetworkClient"
+
+    @abstractmethod
+    async def connect(self):
+        """An async context manager yielding the ByteStream (an @exportstream)."""
