@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 from jumpstarter_lab.driver import Driver, export, exportstream
 from jumpstarter_lab.errors import ExporterUnavailable
@@ -24,15 +25,30 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 @dataclass(kw_only=True)
-class TcpNetwork(NetworkInterface, Driver):
-    """A TCP service reachable from the exporter (a board's ssh, a debug port)."""
+class _HostPortNetwork(NetworkInterface, Driver):
+    """What TCP and UDP drivers share: a host:port target and its address."""
 
+    SCHEME: ClassVar[str]
     host: str
     port: int
     enable_address: bool = True
 
     def __post_init__(self):
         _check_port(self.port)
+
+    @export
+    async def address(self) -> str:
+        """The scheme://host:port address this driver connects to"""
+        if not self.enable_address:
+            raise ValueError("address is disabled by enable_address: false in the exporter config")
+        return _url(self.SCHEME, self.host, self.port)
+
+
+@dataclass(kw_only=True)
+class TcpNetwork(_HostPortNetwork):
+    """A TCP service reachable from the exporter (a board's ssh, a debug port)."""
+
+    SCHEME: ClassVar[str] = "tcp"
 
     @exportstream
     @contextlib.asynccontextmanager
@@ -48,24 +64,12 @@ class TcpNetwork(NetworkInterface, Driver):
         finally:
             await stream.aclose()
 
-    @export
-    async def address(self) -> str:
-        """The tcp:// address this driver connects to"""
-        if not self.enable_address:
-            raise ValueError("address is disabled by enable_address: false in the exporter config")
-        return _url("tcp", self.host, self.port)
-
 
 @dataclass(kw_only=True)
-class UdpNetwork(NetworkInterface, Driver):
+class UdpNetwork(_HostPortNetwork):
     """A UDP service reachable from the exporter: each chunk of the stream is one datagram."""
 
-    host: str
-    port: int
-    enable_address: bool = True
-
-    def __post_init__(self):
-        _check_port(self.port)
+    SCHEME: ClassVar[str] = "udp"
 
     @exportstream
     @contextlib.asynccontextmanager
@@ -79,13 +83,6 @@ class UdpNetwork(NetworkInterface, Driver):
             yield stream
         finally:
             await stream.aclose()
-
-    @export
-    async def address(self) -> str:
-        """The udp:// address this driver sends to"""
-        if not self.enable_address:
-            raise ValueError("address is disabled by enable_address: false in the exporter config")
-        return _url("udp", self.host, self.port)
 
 
 @dataclass(kw_only=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shlex
@@ -12,12 +11,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from jumpstarter_lab.driver import Driver, export
+from jumpstarter_lab.processes import kill_process_group
 from jumpstarter_lab.errors import DriverError, ExporterUnavailable
 
 from .interface import PowerInterface, PowerReading
 
-# How long a command gets to exit after SIGTERM before its process group is killed.
-KILL_GRACE = 2.0
 STDERR_TAIL = 400
 
 
@@ -71,11 +69,11 @@ class CommandPower(PowerInterface, Driver):
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), self.timeout)
         except asyncio.TimeoutError:
-            await _kill_group(process)
+            await kill_process_group(process)
             raise TimeoutError(f"{what}: {shown!r} did not finish within {self.timeout:g}s and was killed") from None
         finally:
             if process.returncode is None:  # cancelled: the command ends with its caller
-                await _kill_group(process)
+                await kill_process_group(process)
         if process.returncode != 0:
             raise DriverError(f"{what}: {shown!r} {_exit_status(process.returncode)}{_tail(stderr)}")
         return stdout.decode(errors="replace")
@@ -115,18 +113,6 @@ def parse_reading(line: str) -> PowerReading:
     except (ValueError, KeyError, TypeError):
         raise DriverError(f"power read: cannot parse {text[:80]!r}; expected 'VOLTAGE CURRENT' "
                           'or {"voltage": V, "current": A}') from None
-
-
-async def _kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the command's process group, SIGKILL it if it lingers, and reap it."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-        try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), KILL_GRACE)
-            return
-        except asyncio.TimeoutError:
-            continue
 
 
 def _exit_status(code: int) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jumpstarter_lab.driver import Driver, export
+from jumpstarter_lab.processes import kill_process_group
 from jumpstarter_lab.errors import ExporterUnavailable
 
 from .interface import ShellInterface
@@ -26,7 +27,6 @@ BLOCKED_ENV = frozenset({
 })
 BLOCKED_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "MALLOC_", "GLIBC_")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-KILL_GRACE = 2.0
 _METHOD_KEYS = ("command", "description", "timeout", "env")
 
 
@@ -172,7 +172,7 @@ class Shell(ShellInterface, Driver):
             for pump in pumps:
                 pump.cancel()
             if process.returncode is None:  # timed out, or the client went away: the script ends too
-                await _kill_group(process)
+                await kill_process_group(process)
             self._running.discard(process)
 
     @staticmethod
@@ -200,12 +200,3 @@ async def _pump(reader: asyncio.StreamReader, index: int, queue: asyncio.Queue) 
         queue.put_nowait((index, None))
 
 
-async def _kill_group(process: asyncio.subprocess.Process) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-        try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), KILL_GRACE)
-            return
-        except asyncio.TimeoutError:
-            continue
