@@ -6,11 +6,14 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: jumpstarter
-short_description: Run tasks on a board over its serial console, through a Jumpstarter exporter
+short_description: Run tasks on a board over its serial console or a network stream, through a Jumpstarter exporter
 description:
-  - Attaches to the console stream of a board's exporter, logs in when a login prompt shows (or takes over an
-    open shell), and runs each command framed by random markers with its exit status, stdout and stderr kept
-    apart and verified by checksum; kernel messages on the console cannot corrupt results.
+  - With O(transport=serial) (the default) it attaches to the console stream of a board's exporter, logs in
+    when a login prompt shows (or takes over an open shell), and runs each command framed by random markers
+    with its exit status, stdout and stderr kept apart and verified by checksum; kernel messages on the console
+    cannot corrupt results.
+  - With O(transport=tcp) it forwards a local port over a network driver's stream (for example a TcpNetwork
+    pointing at the board's sshd) and hands every command and file to Ansible's ssh connection through it.
   - Files move as chunked, checksummed base64 (gzip-compressed when that pays) into a temporary file that is
     then moved into place.
   - Needs C(sh), C(base64), C(sha256sum), C(sed) and C(wc) on the board (coreutils or busybox).
@@ -19,6 +22,35 @@ version_added: 0.1.0
 extends_documentation_fragment:
   - jumpstarter.lab.exporter
 options:
+  transport:
+    description:
+      - V(serial) runs commands over the console stream; V(tcp) runs ssh through a network driver's stream.
+    type: str
+    default: serial
+    choices: [serial, tcp]
+    vars:
+      - name: jumpstarter_transport
+  network:
+    description:
+      - With O(transport=tcp), the dotted path of the network driver leading to the board's sshd.
+      - By default the network driver named C(ssh), else the first network driver found.
+    type: str
+    vars:
+      - name: jumpstarter_network
+  private_key_file:
+    description: With O(transport=tcp), the ssh private key to log in with.
+    type: path
+    vars:
+      - name: ansible_private_key_file
+      - name: ansible_ssh_private_key_file
+  ssh_common_args:
+    description:
+      - With O(transport=tcp), extra ssh options. The forwarded port is new for every task, so by default the
+        host key is not checked nor remembered; the exporter connection carries its own authentication.
+    type: str
+    default: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    vars:
+      - name: ansible_ssh_common_args
   console:
     description:
       - Dotted path of the console (serial) driver in the exporter's tree, e.g. C(board.console).
@@ -102,6 +134,15 @@ EXAMPLES = r"""
 #       ansible_user: root
 #       ansible_password: "{{ vault_board_password }}"
 
+# the same board through its sshd, reached over a network driver of the exporter:
+#     board1-ssh:
+#       ansible_connection: jumpstarter.lab.jumpstarter
+#       jumpstarter_host: /run/jumpstarter/board1.sock
+#       jumpstarter_transport: tcp
+#       jumpstarter_network: board.ssh
+#       ansible_user: root
+#       ansible_private_key_file: ~/.ssh/lab_ed25519
+
 - name: Configure a board over its serial console
   hosts: board1
   gather_facts: false
@@ -121,7 +162,10 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
+from ansible.plugins.loader import connection_loader
+
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
+    NETWORK_LABEL,
     SERIAL_LABEL,
     exporter,
     find_driver,
@@ -144,6 +188,7 @@ class Connection(ConnectionBase):
         super().__init__(*args, **kwargs)
         self._stack: ExitStack | None = None
         self._shell_session: SerialShell | None = None
+        self._ssh = None  # with transport=tcp: Ansible's ssh connection through the port forward
 
     def _connect(self):
         if self._connected:
@@ -152,6 +197,11 @@ class Connection(ConnectionBase):
         stack = ExitStack()
         try:
             root = stack.enter_context(exporter(self.get_option, host, float(self.get_option("timeout"))))
+            if self.get_option("transport") == "tcp":
+                self._ssh = self._ssh_through(root, stack)
+                self._stack = stack
+                self._connected = True
+                return self
             console = find_driver(root, self.get_option("console"), SERIAL_LABEL, "console")
             stack.enter_context(self._console_lock(self.get_option("jumpstarter_host"), console.name))
             stream = stack.enter_context(console.stream())
@@ -171,6 +221,28 @@ class Connection(ConnectionBase):
         self._connected = True
         display.vvv(f"attached to the console of {host}", host=host)
         return self
+
+    def _ssh_through(self, root, stack: ExitStack):
+        """Forward a local port over the network driver's stream and open Ansible's ssh on it."""
+        from jumpstarter_lab_driver_network.adapters import TcpPortforwardAdapter
+
+        network = find_driver(root, self.get_option("network"), NETWORK_LABEL, "network", preferred="ssh")
+        address, port = stack.enter_context(TcpPortforwardAdapter(client=network))
+        ssh = connection_loader.get("ssh", self._play_context, getattr(self, "_new_stdin", None))
+        options = {"host": address, "port": port, "remote_user": self.get_option("remote_user"),
+                   "ssh_common_args": self.get_option("ssh_common_args"),
+                   "timeout": int(self.get_option("timeout")), "pipelining": self.get_option("pipelining")}
+        if self.get_option("private_key_file"):
+            options["private_key_file"] = self.get_option("private_key_file")
+        if self.get_option("password") is not None:
+            options["password"] = self.get_option("password")
+        ssh.set_options(direct=options)
+        if self.become:
+            ssh.set_become_plugin(self.become)
+        stack.callback(ssh.close)
+        display.vvv(f"ssh to {self._play_context.remote_addr} through {network.name} on {address}:{port}",
+                    host=self._play_context.remote_addr)
+        return ssh
 
     @staticmethod
     def _console_lock(address: str, console: str):
@@ -193,6 +265,8 @@ class Connection(ConnectionBase):
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
+        if self._ssh is not None:
+            return self._ssh.exec_command(cmd, in_data=in_data, sudoable=sudoable)
         on_prompt = None
         if sudoable and self.become and self.become.expect_prompt():
             password = to_bytes(self.become.get_option("become_pass") or "")
@@ -216,6 +290,8 @@ class Connection(ConnectionBase):
     def put_file(self, in_path, out_path):
         super().put_file(in_path, out_path)
         self._connect()
+        if self._ssh is not None:
+            return self._ssh.put_file(in_path, out_path)
         try:
             with open(in_path, "rb") as f:
                 data = f.read()
@@ -229,6 +305,8 @@ class Connection(ConnectionBase):
     def fetch_file(self, in_path, out_path):
         super().fetch_file(in_path, out_path)
         self._connect()
+        if self._ssh is not None:
+            return self._ssh.fetch_file(in_path, out_path)
         try:
             data = self._shell_session.fetch(in_path, timeout=float(self.get_option("command_timeout")))
         except ConsoleError as e:
@@ -249,6 +327,7 @@ class Connection(ConnectionBase):
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+        self._ssh = None
         self._connected = False
 
 

@@ -18,6 +18,7 @@ else:
     IMPORT_ERROR = None
 
 SERIAL_LABEL = "jumpstarter_driver_pyserial.client.PySerialClient"
+NETWORK_LABEL = "jumpstarter_driver_network.client.NetworkClient"
 
 
 def require_library() -> None:
@@ -42,8 +43,8 @@ def exporter(get_option, host_name: str, timeout: float):
         raise AnsibleConnectionFailure(f"exporter {address}: {e}") from None
 
 
-def find_driver(root, path: str | None, label: str, what: str):
-    """The driver at a dotted path, or the only/first one with `label` (preferring one named `console`)."""
+def find_driver(root, path: str | None, label: str, what: str, preferred: str = "console"):
+    """The driver at a dotted path, or the first one with `label` (preferring one named `preferred`)."""
     if path:
         node = root
         for part in path.split("."):
@@ -64,5 +65,5 @@ def find_driver(root, path: str | None, label: str, what: str):
     walk(root, "")
     if not found:
         raise AnsibleConnectionFailure(f"the exporter has no {what} driver; name one with the {what} option")
-    found.sort(key=lambda item: (item[0].rsplit(".", 1)[-1] != "console", item[0]))
+    found.sort(key=lambda item: (item[0].rsplit(".", 1)[-1] != preferred, item[0]))
     return found[0][1]
