@@ -65,7 +65,7 @@ def make_identities(db: str, exporters: int, clients: int) -> tuple[list[str], l
 
 async def simulated_exporters(endpoint: str, tokens: list[str], ready: asyncio.Event, stop: asyncio.Event) -> None:
     """Exporters as the controller sees them: Register, then a Status stream held open."""
-    channels = [grpc.aio.insecure_channel(endpoint) for _ in range(max(1, len(tokens) // 200))]
+    channels = [grpc.aio.insecure_channel(endpoint) for _channel in range(max(1, len(tokens) // 200))]
     calls = []
     try:
         for i, token in enumerate(tokens):

@@ -99,5 +99,5 @@ def exception_for_rpc_error(error: grpc.RpcError, what: str) -> DriverError:
 def exception_for_status(code: grpc.StatusCode, details: str | None, what: str) -> DriverError:
     details = details or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ExporterUnavailable(f"{what}: exporter unavailable: {details}")
+        return ExporterUnavailable(f"{what}: unavailable: {details}")
     return _EXCEPTION_FOR_STATUS.get(code, DriverError)(f"{what}: {details}")

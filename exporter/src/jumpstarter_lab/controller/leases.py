@@ -85,7 +85,7 @@ class Leases:
         if not keys:
             return
         with self.store.transaction() as conn:
-            for namespace in {ns for ns, _ in keys}:
+            for namespace in {key[0] for key in keys}:
                 names = [name for ns, name in keys if ns == namespace]
                 conn.execute(exporters.update().where((exporters.c.namespace == namespace) & exporters.c.name.in_(names))
                              .values(online_until=now() + self.grace))
@@ -251,7 +251,7 @@ class Leases:
         waiting_clients = {(lease.namespace, lease.client) for lease in queued}
         capabilities = {(row.namespace, row.name): loads(row.capabilities) for row in conn.execute(
             sa.select(identities).where((identities.c.kind == "client")
-                                        & identities.c.name.in_([name for _, name in waiting_clients])))}
+                                        & identities.c.name.in_([client[1] for client in waiting_clients])))}
         granted = []
         for lease in queued:
             if not free:

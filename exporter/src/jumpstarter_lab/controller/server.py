@@ -54,4 +54,3 @@ class Controller:
             ticker.cancel()
             await server.stop(grace=1.0)
             self.store.close()
-
