@@ -7,6 +7,7 @@ name, so a router token or an exporter acting on an older grant can be told apar
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass
@@ -14,13 +15,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import AccessDenied, DriverInvalidArgument, MethodNotFound
+from ..errors import AccessDenied, DriverError, DriverInvalidArgument, MethodNotFound
 from . import selectors
 from .auth import Identity
 from .store import Store, dials, exporters, identities, leases, loads, now
 
 ONLINE_GRACE = 15.0  # an exporter whose Status stream has been gone this long is offline
 ACTIVE = ("queued", "granted")
+SCHEDULER_LOCK = 0x6A6C6C01  # PostgreSQL advisory lock key of the lease scheduler
 
 
 @dataclass
@@ -44,6 +46,16 @@ class LeaseView:
     @property
     def end_time(self) -> float | None:
         return self.granted_at + self.duration if self.granted_at else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_labels(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(loads(text).items()))
+
+
+def _labels(text: str) -> dict[str, str]:
+    """An exporter's labels, parsed once per distinct text (the scheduler reads them on every pass)."""
+    return dict(_parsed_labels(text))
 
 
 def _view(row, position: int | None = None) -> LeaseView:
@@ -134,7 +146,12 @@ class Leases:
         return self.get(identity, name)
 
     def _with_grants(self, change) -> None:
-        """Run `change(conn)` and then grant what can be granted, in one transaction (retried on a race)."""
+        """Run `change(conn)` and then grant what can be granted, in one transaction.
+
+        Grant decisions are serialized (see _grant), so the unique index should never
+        fire; if it does, the transaction is retried, and a clear error is raised rather
+        than a change silently dropped.
+        """
         for _attempt in range(5):
             try:
                 with self.store.transaction() as conn:
@@ -144,7 +161,7 @@ class Leases:
             except IntegrityError as e:
                 if "one_grant_per_exporter" not in str(e) and "UNIQUE constraint failed: leases.namespace" not in str(e):
                     raise
-                continue  # another replica granted the same exporter first: look again
+        raise DriverError("the lease scheduler kept colliding with another replica; try again")
 
     def _owned(self, conn, identity: Identity, name: str):
         row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
@@ -162,17 +179,16 @@ class Leases:
 
     def _position(self, conn, row) -> int:
         """1 + the queued leases ahead of this one that want any exporter it could get."""
-        candidates = {e.name for e in conn.execute(sa.select(exporters).where(exporters.c.namespace == row.namespace))
-                      if selectors.matches(row.selector, loads(e.labels))}
+        labels = {e.name: _labels(e.labels) for e in conn.execute(
+            sa.select(exporters.c.name, exporters.c.labels).where(exporters.c.namespace == row.namespace))}
+        candidates = {name for name, value in labels.items() if selectors.matches(row.selector, value)}
         ahead = 0
         for other in conn.execute(sa.select(leases).where((leases.c.namespace == row.namespace)
                                                           & (leases.c.state == "queued")
                                                           & (leases.c.name != row.name))):
             if (-other.priority, other.requested_at) >= (-row.priority, row.requested_at):
                 continue
-            if any(selectors.matches(other.selector, loads(e.labels)) for e in conn.execute(
-                    sa.select(exporters).where((exporters.c.namespace == row.namespace)
-                                               & exporters.c.name.in_(candidates)))):
+            if any(selectors.matches(other.selector, labels[name]) for name in candidates):
                 ahead += 1
         return ahead + 1
 
@@ -238,6 +254,10 @@ class Leases:
 
     @staticmethod
     def _grant(conn) -> list[str]:
+        if conn.dialect.name == "postgresql":
+            # One scheduler at a time across every replica: decisions are made on a consistent
+            # picture, and the unique index stays a guard that never has to fire.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEDULER_LOCK})")
         t = now()
         queued = conn.execute(sa.select(leases).where(leases.c.state == "queued")
                               .order_by(leases.c.priority.desc(), leases.c.requested_at)).all()
@@ -245,8 +265,9 @@ class Leases:
             return []
         busy = {(r.namespace, r.exporter) for r in conn.execute(
             sa.select(leases.c.namespace, leases.c.exporter).where(leases.c.state == "granted"))}
-        free = [(row.namespace, row.name, loads(row.labels)) for row in conn.execute(
-            sa.select(exporters).where(exporters.c.online_until >= t).order_by(exporters.c.name))
+        free = [(row.namespace, row.name, _labels(row.labels)) for row in conn.execute(
+            sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels)
+            .where(exporters.c.online_until >= t).order_by(exporters.c.name))
             if (row.namespace, row.name) not in busy]
         waiting_clients = {(lease.namespace, lease.client) for lease in queued}
         capabilities = {(row.namespace, row.name): loads(row.capabilities) for row in conn.execute(
