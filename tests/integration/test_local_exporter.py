@@ -263,3 +263,19 @@ def test_private_directory_of_a_killed_exporter_is_swept(make_config, run_export
     assert not private[0].exists()
     assert second.stop() == 0
     assert not list(Path(tempfile.gettempdir()).glob(f"jumpstarter-lab-{second.process.pid}-*"))
+
+
+def test_a_ref_entry_drives_the_same_instance(make_config, run_exporter):
+    exporter = run_exporter(make_config("""
+board:
+  children:
+    power:
+      type: jumpstarter_driver_power.driver.MockPower
+dut_power:
+  ref: board.power
+"""))
+    with connect(exporter.address) as root:
+        assert type(root.dut_power).__name__ == "PowerClient"
+        root.dut_power.on()
+        assert root.board.power.call("status") == "on"  # one driver, two names
+        assert [r.voltage for r in root.dut_power.read()] == [5.0]

@@ -143,3 +143,32 @@ def test_driver_uuids_are_stable_across_builds():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="cannot read exporter config .*nope.yaml"):
         config.load(tmp_path / "nope.yaml")
+
+
+def test_ref_entries_reach_the_driver_they_name():
+    text = exporter_config("""
+board:
+  children:
+    power:
+      type: jumpstarter_driver_power.driver.MockPower
+dut_power:
+  ref: board.power
+  description: the board's power, at the top
+""")
+    root = load(text).build()
+    proxy, target = root.children["dut_power"], root.children["board"].children["power"]
+    assert proxy.target is target
+    report = proxy.report(root, "dut_power")
+    assert report.labels["jumpstarter.dev/client"] == "jumpstarter_driver_power.client.PowerClient"
+    assert report.uuid != str(target.uuid)
+
+
+def test_ref_to_nothing_names_the_entry_and_line():
+    text = exporter_config("""
+power:
+  type: jumpstarter_driver_power.driver.MockPower
+alias:
+  ref: board.power
+""")
+    assert error_of(text) == ("export.alias: ref 'board.power' names no driver in the export tree "
+                              "(no 'board' among power, alias) (exporter.yaml:10)")

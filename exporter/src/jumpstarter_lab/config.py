@@ -20,7 +20,7 @@ from typing import Any, Literal
 import jsonschema
 import yaml
 
-from .driver import Composite, Driver
+from .driver import Composite, Driver, Proxy
 from .errors import ConfigError
 from .registry import resolve_driver
 
@@ -227,6 +227,7 @@ class DriverSpec:
     children: dict[str, DriverSpec]
     description: str | None
     methods_description: dict[str, str]
+    where: str = ""  # file:line, for errors found only once the tree is built
 
     def build(self, namespace: uuidlib.UUID) -> Driver:
         children = {name: child.build(namespace) for name, child in self.children.items()}
@@ -234,8 +235,10 @@ class DriverSpec:
             driver = self.cls(**self.config)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{'.'.join(self.path)}: {e}") from None
-        return driver.bind(uuid=uuidlib.uuid5(namespace, "/".join(self.path)), children=children,
-                           description=self.description, methods_description=self.methods_description)
+        driver.bind(uuid=uuidlib.uuid5(namespace, "/".join(self.path)), children=children,
+                    description=self.description, methods_description=self.methods_description)
+        driver.config_path, driver.config_where = "export." + ".".join(self.path), self.where
+        return driver
 
 
 @dataclass
@@ -256,13 +259,25 @@ class ExporterConfig:
     def build(self) -> Driver:
         """A fresh driver tree: called once per session, so sessions never share driver state."""
         children = {name: spec.build(self.uuid) for name, spec in self.export.items()}
-        return Composite().bind(uuid=self.uuid, children=children, description=self.description)
+        root = Composite().bind(uuid=self.uuid, children=children, description=self.description)
+        for driver, _parent, _name in root.walk():
+            if isinstance(driver, Proxy):
+                try:
+                    driver.resolve(root, driver.config_path)
+                except ValueError as e:
+                    raise ConfigError(f"{e} ({driver.config_where})") from None
+        return root
 
 
 def _entry(data: dict, path: tuple, source: Source) -> DriverSpec:
     data = data or {}
     if "ref" in data:
-        raise source.error(path + ("ref",), "proxy entries (ref) are not supported by this exporter yet")
+        extra = sorted(set(data) - {"ref", "description"})
+        if extra:
+            raise source.error(path + (extra[0],), "a ref entry takes only 'ref' (and 'description')")
+        return DriverSpec(path=tuple(p for p in path if p not in ("children", "export")), cls=Proxy,
+                          config={"ref": data["ref"]}, children={}, description=data.get("description"),
+                          methods_description={}, where=source.where(path + ("ref",)))
     children = {name: _entry(child, path + ("children", name), source)
                 for name, child in (data.get("children") or {}).items()}
     type_name = data.get("type")

@@ -231,3 +231,44 @@ class CompositeInterface:
 
 class Composite(CompositeInterface, Driver):
     """A node grouping child drivers."""
+
+
+class Proxy(Driver):
+    """Another driver of the tree, reachable under a second name (a config entry with `ref`)."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.target: Driver | None = None
+
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter_driver_composite.client.ProxyClient"
+
+    def resolve(self, root: Driver, where: str) -> None:
+        node = root
+        for part in self.ref.split("."):
+            if part not in node.children:
+                raise ValueError(f"{where}: ref '{self.ref}' names no driver in the export tree "
+                                 f"(no '{part}' among {', '.join(node.children) or 'nothing'})")
+            node = node.children[part]
+        if isinstance(node, Proxy):
+            raise ValueError(f"{where}: ref '{self.ref}' is itself a ref; name the driver it refers to")
+        self.target = node
+
+    def report(self, parent: Driver | None, name: str | None) -> jumpstarter_pb2.DriverInstanceReport:
+        report = self.target.report(parent, name)  # the target's client label, methods and description
+        report.uuid = str(self.uuid)
+        return report
+
+    async def call(self, name: str, args: list[Any]) -> Any:
+        return await self.target.call(name, args)
+
+    async def streaming_call(self, name: str, args: list[Any]) -> AsyncIterator[Any]:
+        async for item in self.target.streaming_call(name, args):
+            yield item
+
+    def open_stream(self, name: str):
+        return self.target.open_stream(name)
+
+    def close(self) -> None:
+        pass  # the target is closed where it stands in the tree
