@@ -124,11 +124,16 @@ class SocketStream:
 
 
 class FileSource:
-    """A file read as a ByteStream (reads run in a thread); sending to it is an error."""
+    """A file read as a ByteStream (reads run in a thread); sending to it is an error.
 
-    def __init__(self, path, chunk: int = 256 * 1024):
+    `on_chunk(chunk, total_so_far)` sees every chunk read (for checksums and progress).
+    """
+
+    def __init__(self, path, chunk: int = 256 * 1024, on_chunk=None):
         self._file = open(path, "rb")  # noqa: SIM115 - closed by aclose
         self._chunk = chunk
+        self._on_chunk = on_chunk
+        self._read = 0
 
     async def send(self, data: bytes) -> None:
         raise ClosedStream("a file source cannot be written")
@@ -136,13 +141,37 @@ class FileSource:
     async def receive(self) -> bytes:
         if self._file.closed:
             return b""
-        return await asyncio.to_thread(self._file.read, self._chunk)
+        data = await asyncio.to_thread(self._file.read, self._chunk)
+        self._read += len(data)
+        if data and self._on_chunk:
+            self._on_chunk(data, self._read)
+        return data
 
     async def send_eof(self) -> None:
         pass
 
     async def aclose(self) -> None:
         self._file.close()
+
+
+class FileSink:
+    """A ByteStream that writes what it is sent into a file (in a thread) and has nothing to send."""
+
+    def __init__(self, path):
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by aclose
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.to_thread(self._file.write, data)
+
+    async def receive(self) -> bytes:
+        return b""
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        if not self._file.closed:
+            await asyncio.to_thread(self._file.close)
 
 
 async def _copy(dst: ByteStream, src: ByteStream) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
 from jumpstarter_lab_driver_serial.interface import SerialInterface
+from jumpstarter_lab_driver_storage.driver import ImageStorage
 
 from .dut import SimDut
 
@@ -77,15 +78,18 @@ class SimConsole(SerialInterface, Driver):
             await stream.aclose()
 
 
-class SimStorage(Driver):
+class SimStorage(ImageStorage):
     """Storage of the sim board: an image file switched between host and DUT"""
-
-    @classmethod
-    def client(cls) -> str:
-        return "jumpstarter_driver_opendal.client.StorageMuxClient"
 
     def __init__(self, dut: SimDut):
         self._dut = dut
+
+    @property
+    def side(self) -> str:
+        return self._dut.storage
+
+    def _medium(self):
+        return self._dut.image
 
     @export
     def host(self) -> None:
@@ -101,23 +105,6 @@ class SimStorage(Driver):
     def off(self) -> None:
         """Detach the storage from both sides"""
         self._dut.storage = "off"
-
-    @export
-    async def write(self, src: dict) -> None:
-        """Write an image pushed by the client (a resource handle) to the storage"""
-        if self._dut.storage != "host":
-            raise ValueError(f"storage is attached to '{self._dut.storage}'; call host() before write()")
-        partial = self._dut.image.with_name(self._dut.image.name + ".partial")
-        async with self.resource(src) as stream:
-            with open(partial, "wb") as f:
-                while chunk := await stream.receive():
-                    await asyncio.to_thread(f.write, chunk)
-        partial.replace(self._dut.image)
-
-    @export
-    def status(self) -> str:
-        """Which side the storage is attached to"""
-        return self._dut.storage
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jumpstarter_lab.driver import Driver, export
+from jumpstarter_lab.errors import DriverError, ExporterUnavailable
+
+from .image import read_image, write_image
+from .interface import StorageMuxInterface
+
+
+class ImageStorage(StorageMuxInterface, Driver):
+    """What storage muxes share: which side the medium is on, and moving images in and out."""
+
+    side = "dut"
+
+    def _medium(self) -> Path:
+        raise NotImplementedError
+
+    def _require_host(self, what: str) -> None:
+        if self.side != "host":
+            raise ValueError(f"storage is attached to '{self.side}'; call host() before {what}()")
+
+    @export
+    async def write(self, src: dict) -> dict:
+        """Write an image pushed by the client (raw, gzip, xz or zstd); returns sizes and sha256"""
+        self._require_host("write")
+        async with self.resource(src) as stream:
+            result = await write_image(stream, self._medium())
+        self.logger.info("wrote %d bytes (%s, %d received) to %s", result["bytes_written"], result["compression"],
+                         result["bytes_received"], self._medium())
+        return result
+
+    @export
+    async def read(self, dst: dict) -> dict:
+        """Send the storage's content to the client"""
+        self._require_host("read")
+        async with self.resource(dst) as stream:
+            return {"bytes_sent": await read_image(self._medium(), stream)}
+
+    @export
+    def status(self) -> str:
+        """Which side the storage is attached to: host, dut or off"""
+        return self.side
+
+
+@dataclass(kw_only=True)
+class MockStorageMux(ImageStorage):
+    """A storage mux whose medium is an image file on the exporter host"""
+
+    image: str | None = None
+
+    def __post_init__(self):
+        self._workdir = None if self.image else Path(tempfile.mkdtemp(prefix="storage-"))
+        self._image = Path(self.image) if self.image else self._workdir / "disk.img"
+
+    def _medium(self) -> Path:
+        return self._image
+
+    @export
+    async def host(self) -> None:
+        """Attach the storage to the exporter host"""
+        self.side = "host"
+
+    @export
+    async def dut(self) -> None:
+        """Attach the storage to the board"""
+        self.side = "dut"
+
+    @export
+    async def off(self) -> None:
+        """Detach the storage from both sides"""
+        self.side = "off"
+
+    def close(self) -> None:
+        super().close()
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+@dataclass(kw_only=True)
+class SDWire(ImageStorage):
+    """SDWire SD-card mux, switched with its control tool (sd-mux-ctrl) by serial number"""
+
+    serial: str
+    storage_device: str  # the card reader's block device on the exporter host, e.g. /dev/sda
+    control_tool: str = "sd-mux-ctrl"
+    appear_timeout: float = 10.0
+    timeout: float = 20.0
+    _side: str = field(default="unknown", init=False, repr=False)
+
+    @property
+    def side(self) -> str:
+        return self._side
+
+    def _medium(self) -> Path:
+        return Path(self.storage_device)
+
+    async def _switch(self, flag: str, side: str) -> None:
+        tool = shutil.which(self.control_tool)
+        if tool is None:
+            raise ExporterUnavailable(f"SDWire {self.serial}: control tool '{self.control_tool}' is not installed")
+        process = await asyncio.create_subprocess_exec(tool, f"--device-serial={self.serial}", flag,
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            raise TimeoutError(f"SDWire {self.serial}: {self.control_tool} {flag} took over {self.timeout:g}s") from None
+        if process.returncode != 0:
+            detail = (err or out).decode(errors="replace").strip()[-300:]
+            raise DriverError(f"SDWire {self.serial}: {self.control_tool} {flag} exited {process.returncode}: {detail}")
+        self._side = side
+
+    @export
+    async def host(self) -> None:
+        """Attach the card to the exporter host (the test server side) and wait for its device"""
+        await self._switch("--ts", "host")
+        deadline = time.monotonic() + self.appear_timeout
+        while not Path(self.storage_device).exists():
+            if time.monotonic() > deadline:
+                raise ExporterUnavailable(f"SDWire {self.serial}: {self.storage_device} did not appear within "
+                                          f"{self.appear_timeout:g}s of switching to the host")
+            await asyncio.sleep(0.2)
+
+    @export
+    async def dut(self) -> None:
+        """Attach the card to the board"""
+        await self._switch("--dut", "dut")
+
+    @export
+    async def off(self) -> None:
+        """An SDWire has no off position"""
+        raise NotImplementedError("an SDWire is always attached to the host or the board; use host() or dut()")

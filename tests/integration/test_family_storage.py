@@ -1,0 +1,112 @@
+"""Storage muxes through a real exporter: flashing raw and compressed images, verified; SDWire's tool."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import stat
+
+import pytest
+import zstandard
+
+from jumpstarter_lab.client import connect
+from jumpstarter_lab.errors import DriverError, DriverInvalidArgument, DriverNotImplemented, ExporterUnavailable
+
+PAYLOAD = os.urandom(200_000) + b"\0" * 300_000  # compresses, but not to nothing
+
+
+@pytest.fixture
+def mock_exporter(make_config, run_exporter, tmp_path):
+    image = tmp_path / "medium.img"
+    exporter = run_exporter(make_config(f"""
+storage:
+  type: jumpstarter_driver_opendal.driver.MockStorageMux
+  config: {{image: {image}}}
+"""))
+    exporter.image = image
+    return exporter
+
+
+@pytest.mark.parametrize("kind, pack", [("raw", lambda d: d), ("gzip", gzip.compress), ("xz", lzma.compress),
+                                        ("zstd", lambda d: zstandard.ZstdCompressor().compress(d))])
+def test_flash_decompresses_and_verifies(kind, pack, mock_exporter, tmp_path):
+    source = tmp_path / f"image.{kind}"
+    source.write_bytes(pack(PAYLOAD))
+    seen = []
+    with connect(mock_exporter.address) as root:
+        result = root.storage.flash(source, progress=lambda sent, total: seen.append((sent, total)))
+        assert result["compression"] == kind and result["bytes_written"] == len(PAYLOAD)
+        assert root.storage.call("status") == "dut"
+        assert seen and seen[-1] == (source.stat().st_size, source.stat().st_size)
+        root.storage.host()
+        back = tmp_path / "back.img"
+        assert root.storage.read_file(back) == len(PAYLOAD)
+        assert back.read_bytes() == PAYLOAD
+    assert mock_exporter.image.read_bytes() == PAYLOAD
+
+
+def test_bad_images_fail_clearly_and_keep_the_old_one(mock_exporter, tmp_path):
+    good = tmp_path / "good.img"
+    good.write_bytes(b"old image")
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(gzip.compress(PAYLOAD)[:1000] + b"garbage" * 100)
+    with connect(mock_exporter.address) as root:
+        with pytest.raises(DriverInvalidArgument, match=r"call host\(\) before write\(\)"):
+            root.storage.write_file(good)
+        root.storage.flash(good)
+        root.storage.host()
+        with pytest.raises(DriverInvalidArgument, match="the image is not valid gzip data"):
+            root.storage.write_file(broken)
+    assert mock_exporter.image.read_bytes() == b"old image"
+    assert not list(mock_exporter.image.parent.glob("*.partial"))
+
+
+@pytest.fixture
+def sd_mux_ctrl(tmp_path, monkeypatch):
+    """A stand-in for SDWire's control tool on PATH: records its arguments, fails on request."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "sd-mux-ctrl.log"
+    tool = bindir / "sd-mux-ctrl"
+    tool.write_text(f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = "--device-serial=broken" ] && '
+                    '{ echo "no SDWire with that serial" >&2; exit 3; }\nexit 0\n')
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_sdwire_switches_with_its_tool_and_writes_the_device(sd_mux_ctrl, make_config, run_exporter, tmp_path):
+    device = tmp_path / "sdcard"  # stands for the card reader's block device
+    device.write_bytes(b"")
+    exporter = run_exporter(make_config(f"""
+sd:
+  type: jumpstarter_driver_sdwire.driver.SDWire
+  config: {{serial: sdw-0042, storage_device: {device}}}
+broken:
+  type: jumpstarter_lab_driver_storage.SDWire
+  config: {{serial: broken, storage_device: {device}}}
+"""))
+    source = tmp_path / "image.img"
+    source.write_bytes(PAYLOAD)
+    with connect(exporter.address) as root:
+        root.sd.flash(source)
+        with pytest.raises(DriverNotImplemented, match="always attached"):
+            root.sd.off()
+        with pytest.raises(DriverError, match="sd-mux-ctrl --ts exited 3: no SDWire with that serial"):
+            root.broken.host()
+    assert device.read_bytes() == PAYLOAD
+    assert sd_mux_ctrl.read_text().splitlines()[:2] == ["--device-serial=sdw-0042 --ts", "--device-serial=sdw-0042 --dut"]
+
+
+def test_sdwire_without_its_tool_says_so(make_config, run_exporter, tmp_path):
+    exporter = run_exporter(make_config(f"""
+sd:
+  type: jumpstarter_driver_sdwire.driver.SDWire
+  config: {{serial: x, storage_device: {tmp_path / 'dev'}, control_tool: sd-mux-ctrl-missing}}
+"""))
+    with connect(exporter.address) as root:
+        with pytest.raises(ExporterUnavailable, match="control tool 'sd-mux-ctrl-missing' is not installed"):
+            root.sd.host()
+
+
