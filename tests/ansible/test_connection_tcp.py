@@ -34,6 +34,7 @@ def sshd(tmp_path_factory):
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(directory / "sshd_config")],
                                stdout=subprocess.DEVNULL, stderr=open(directory / "sshd.log", "wb"))  # noqa: SIM115
+
     def listening():
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
@@ -90,5 +91,3 @@ def test_missing_network_driver_is_named(ssh_lab):
     result = ssh_lab.adhoc("command", "true", "-e", "jumpstarter_network=board.nope")
     assert result.get("unreachable") is True
     assert "the exporter has no driver 'board.nope'" in result["msg"]
-
-

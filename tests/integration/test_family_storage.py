@@ -108,5 +108,3 @@ sd:
     with connect(exporter.address) as root:
         with pytest.raises(ExporterUnavailable, match="control tool 'sd-mux-ctrl-missing' is not installed"):
             root.sd.host()
-
-

@@ -267,8 +267,10 @@ class Proxy(Driver):
         async for item in self.target.streaming_call(name, args):
             yield item
 
-    def open_stream(self, name: str):
-        return self.target.open_stream(name)
+    @contextlib.asynccontextmanager
+    async def open_stream(self, name: str):
+        async with self.target.open_stream(name) as stream:
+            yield stream
 
     def close(self) -> None:
         pass  # the target is closed where it stands in the tree

@@ -198,5 +198,3 @@ async def _pump(reader: asyncio.StreamReader, index: int, queue: asyncio.Queue) 
             await queue.put((index, tail))
     finally:
         queue.put_nowait((index, None))
-
-

@@ -92,17 +92,17 @@ class SimStorage(ImageStorage):
         return self._dut.image
 
     @export
-    def host(self) -> None:
+    async def host(self) -> None:
         """Attach the storage to the host (the exporter) for writing"""
         self._dut.storage = "host"
 
     @export
-    def dut(self) -> None:
+    async def dut(self) -> None:
         """Attach the storage to the board"""
         self._dut.storage = "dut"
 
     @export
-    def off(self) -> None:
+    async def off(self) -> None:
         """Detach the storage from both sides"""
         self._dut.storage = "off"
 
