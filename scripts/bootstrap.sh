@@ -33,11 +33,12 @@ install_upstream() {
     "$cache/upstream-0.9.0/bin/pip" install "${pip_quiet[@]}" -r requirements/upstream-0.9.0.txt
 }
 
-# System packages the tests use: PostgreSQL and sshd servers (run privately by the tests).
+# System packages the tests use: PostgreSQL and sshd servers (run privately by the tests), shellcheck.
 ensure_system_packages() {
     local missing=()
     compgen -G "/usr/lib/postgresql/*/bin/postgres" > /dev/null || missing+=(postgresql)
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    command -v shellcheck > /dev/null || missing+=(shellcheck)  # ansible-test sanity lints shell scripts
     if [ ${#missing[@]} -gt 0 ]; then
         echo "bootstrap: apt-get install ${missing[*]}" >&2
         apt-get update -qq

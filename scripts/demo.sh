@@ -6,6 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 config=$root/playbooks/exporters/sim.yaml
 
 jumpstarter-lab exporter check --config "$config"
+# shellcheck disable=SC2016  # the inner script expands its variables when the shell runs it
 jumpstarter-lab shell --config "$config" -- bash -euc '
     echo "[demo] exporter at $JUMPSTARTER_HOST"
     jumpstarter-lab tree

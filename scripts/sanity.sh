@@ -10,9 +10,9 @@ trap 'rm -rf "$work"' EXIT
 # ansible-test bootstraps pip in its venvs with a script from a host we cannot reach;
 # this stand-in does the same with ensurepip and PyPI.
 cache=~/.ansible/test/cache
+pip_version=24.2  # what ansible-core 2.19 (requirements/dev.txt) bootstraps
 mkdir -p "$cache"
-for version in 24.2; do
-    cat > "$cache/get_pip_${version//./_}.py" <<'PY'
+cat > "$cache/get_pip_${pip_version//./_}.py" <<'PY'
 # Stand-in for pip's get-pip.py: ensurepip, then the requested pip from PyPI.
 import subprocess
 import sys
@@ -21,7 +21,6 @@ subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--defaul
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 subprocess.check_call([sys.executable, "-m", "pip", "install", *args])
 PY
-done
 
 target="$work/ansible_collections/jumpstarter/lab"
 mkdir -p "$target"
