@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ansible-test sanity on the collection as it is committed plus the working tree's changes.
+# ansible-test sanity on the files git tracks, as they are in the working tree.
 # ansible-test needs the tree at ansible_collections/jumpstarter/lab, so it runs on a copy.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +25,7 @@ PY
 target="$work/ansible_collections/jumpstarter/lab"
 mkdir -p "$target"
 cd "$root"
-git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents -P {} "$target" 2>/dev/null || true
+git ls-files -z | xargs -0 -I{} cp --parents -P {} "$target" 2>/dev/null || true
 cd "$target"
 git init -q && git add -A
 "$venv/bin/ansible-test" sanity --python 3.11 --requirements "$@"
