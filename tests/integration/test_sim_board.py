@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 
-from helpers import subprocess_env, wait_for
+from helpers import CLI, subprocess_env, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.errors import DriverInvalidArgument
 from jumpstarter_lab_driver_serial.client import Console
@@ -111,3 +112,31 @@ def test_board_processes_end_when_a_peer_is_killed(who, make_config, run_exporte
         client.kill()
         client.wait()
         client.stdout.close()
+
+
+def test_a_person_at_the_cli_console(make_config, run_exporter, tmp_path):
+    """`jumpstarter-lab console` on a real pty: watch the boot, log in, run a command, leave with Ctrl-]."""
+    exporter = run_exporter(make_config(SIM))
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"JUMPSTARTER_MARKER=console-test\n")
+    with connect(exporter.address, session="person") as root:
+        root.board.storage.flash(image)
+        child = pexpect.spawn(CLI, ["console", "board.console", "--host", exporter.address, "--session", "person"],
+                              env=subprocess_env(), timeout=30)
+        try:
+            child.expect_exact("[connected; Ctrl-] to leave]")
+            root.board.power.on()  # the person watches it boot
+            child.expect("Booting image console-test")
+            child.expect("login: ")
+            child.send("root\r")
+            child.expect("Password: ")
+            child.send("s3cret\r")
+            child.expect("# ")
+            child.send("echo $((40+2))-$SIM_MARKER\r")
+            child.expect("42-console-test")
+            child.sendcontrol("]")
+            child.expect_exact("[left the console]")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+        assert child.exitstatus == 0

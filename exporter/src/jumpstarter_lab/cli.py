@@ -136,6 +136,17 @@ def cmd_tree(args) -> int:
     return 0
 
 
+def cmd_console(args) -> int:
+    """A board's console (any driver with a byte stream) at this terminal."""
+    from .terminal import attach
+
+    with connect(args.host, **_connect_kwargs(args)) as root:
+        driver = _walk_path(root, args.driver)
+        with driver.stream(args.method) as stream:
+            attach(stream)
+    return 0
+
+
 def cmd_drivers(args) -> int:
     for name, entry in sorted(driver_entry_points().items()):
         print(f"{name}  ->  {entry.value}")
@@ -269,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("args", nargs="*", help="arguments, each parsed as a YAML value")
     _add_connection_options(call)
     call.set_defaults(func=cmd_call)
+
+    console = sub.add_parser("console", help="use a board's console (a driver's byte stream) from this terminal")
+    console.add_argument("driver", metavar="DRIVER", help="dotted path, e.g. board.console")
+    console.add_argument("--method", default="connect", help="the driver's stream (default: connect)")
+    _add_connection_options(console)
+    console.set_defaults(func=cmd_console)
 
     tree = sub.add_parser("tree", help="show the exporter's driver tree and methods")
     _add_connection_options(tree)
