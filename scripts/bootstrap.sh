@@ -51,3 +51,31 @@ ensure_venv "$venv" "$(fingerprint requirements/dev.txt exporter/pyproject.toml 
 mkdir -p "$cache"
 ensure_venv "$cache/upstream-0.9.0" "$(fingerprint requirements/upstream-0.9.0.txt)" install_upstream
 
+# --- QEMU board (drivers/qemu): host tools and the cached guest image ---------------------------
+# Installs QEMU, qemu-img, debootstrap and e2fsprogs when missing (apt-get, as root or through
+# sudo), then builds the Debian guest that the QEMU board's tests boot, once per image recipe,
+# into $cache/qemu (jumpstarter-lab-qemu-image build; about a minute).
+ensure_qemu_board() {
+    local PATH="$PATH:/usr/sbin:/sbin" missing=() as_root=()
+    [ "$(id -u)" = 0 ] || as_root=(sudo)
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    command -v qemu-img >/dev/null || missing+=(qemu-utils)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    { command -v mkfs.ext4 && command -v debugfs; } >/dev/null || missing+=(e2fsprogs)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if ! command -v apt-get >/dev/null; then
+            echo "bootstrap: the QEMU board's tests need ${missing[*]}: install them (no apt-get here)" >&2
+            return 0
+        fi
+        echo "bootstrap: installing ${missing[*]} for the QEMU board" >&2
+        "${as_root[@]}" apt-get update -qq
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    local tool="$venv/bin/jumpstarter-lab-qemu-image"
+    if ! JUMPSTARTER_LAB_CACHE="$cache" "$tool" path >/dev/null 2>&1; then
+        echo "bootstrap: building the QEMU board's guest image into $cache/qemu" >&2
+        "${as_root[@]}" env JUMPSTARTER_LAB_CACHE="$cache" "$tool" build >/dev/null
+    fi
+}
+ensure_qemu_board

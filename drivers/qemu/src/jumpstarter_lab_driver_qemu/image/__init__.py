@@ -1,0 +1,6 @@
+"""The QEMU board's guest image: build it (needs root), find it in the cache, or copy it with a new marker."""
+
+from .cache import GuestImage, cache_root, default_dir, find, recipe_key
+from .marker import set_marker
+
+__all__ = ["GuestImage", "cache_root", "default_dir", "find", "recipe_key", "set_marker"]
