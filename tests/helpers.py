@@ -156,3 +156,18 @@ class Postgres:
         self.process.terminate()
         self.process.wait(timeout=30)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    """`jumpstarter-lab ARGS` as a user runs it (the venv's bin first on PATH, test drivers importable)."""
+    env.setdefault("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=subprocess_env(**env),
+                          cwd=ROOT, check=False)
+
+
+def process_gone(pid: int) -> bool:
+    """True once a process has exited (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True

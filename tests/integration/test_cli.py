@@ -8,12 +8,7 @@ import subprocess
 
 import pytest
 
-from helpers import CLI, FIXTURES, STANDARD_EXPORT, exporter_config, subprocess_env
-
-
-def cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          env=subprocess_env(**env), cwd=FIXTURES.parent, check=False)
+from helpers import CLI, STANDARD_EXPORT, cli, exporter_config
 
 
 BROKEN = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -11,17 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import BIN, CLI, free_port, subprocess_env
+from helpers import CLI, cli, free_port, subprocess_env
 from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
 from jumpstarter_lab.errors import AccessDenied, DriverError, NotAuthenticated
 
 EXPORT = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"},
           "echo": {"type": "jumpstarter_driver_network.driver.EchoNetwork"}}
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = subprocess_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 class Process:

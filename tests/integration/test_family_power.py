@@ -9,7 +9,6 @@ import inspect
 import json
 import os
 import select
-import subprocess
 import threading
 import tty
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from helpers import CLI, free_port, subprocess_env, wait_for
+from helpers import cli, free_port, process_gone, wait_for
 from jumpstarter_lab.client import DriverClient, connect
 from jumpstarter_lab.driver import exported_methods
 from jumpstarter_lab.errors import (
@@ -36,22 +35,6 @@ from jumpstarter_lab_driver_power.http_power import HttpPower
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
 from jumpstarter_lab_driver_power.ykush import Ykush, find_ykush
 
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, env=subprocess_env(), check=False)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purposes: it only waits to be reaped by its parent
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rpartition(")")[2].split()[0] != "Z"
-
-
-# --- CommandPower ------------------------------------------------------------------
 
 def command_export(tmp: Path, **extra: str) -> str:
     log = tmp / "relay.log"
@@ -112,7 +95,7 @@ killed:
         with pytest.raises(DriverTimeout, match=r"power on: 'echo \$\$ > .*' did not finish within 0.5s"):
             root.slow.on()
         pid = int(pidfile.read_text())
-        wait_for(lambda: not alive(pid), 10, "the timed-out command to be killed")
+        wait_for(lambda: process_gone(pid), 10, "the timed-out command to be killed")
         with pytest.raises(DriverError, match="power on: 'kill -9 \\$\\$' was killed by SIGKILL"):
             root.killed.on()
         with pytest.raises(DriverNotImplemented, match="no read_command"):

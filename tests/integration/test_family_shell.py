@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import CLI, subprocess_env, wait_for
+from helpers import cli, process_gone, wait_for
 from jumpstarter_lab.client import DriverClient, connect
 from jumpstarter_lab.driver import exported_methods
 from jumpstarter_lab.errors import DriverInvalidArgument, DriverTimeout
 from jumpstarter_lab_driver_shell.client import ShellClient, ShellResult
 from jumpstarter_lab_driver_shell.driver import Shell
 from jumpstarter_lab_driver_shell.interface import ShellInterface
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, env=subprocess_env(), check=False)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rpartition(")")[2].split()[0] != "Z"
 
 
 SHELL_EXPORT = """
@@ -126,7 +111,7 @@ def test_timeout_kills_the_whole_process_group(shell_exporter, tmp_path):
             root.sh.run("tree")
         for name in ("tree.pid", "child.pid"):
             pid = int((tmp_path / name).read_text())
-            wait_for(lambda pid=pid: not alive(pid), 10, f"{name} to be killed")
+            wait_for(lambda pid=pid: process_gone(pid), 10, f"{name} to be killed")
         assert root.sh.run("greet", "after").stdout == "hello, after\n"
 
 

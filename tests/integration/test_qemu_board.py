@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from helpers import exporter_config, wait_for
+from helpers import exporter_config, process_gone, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.config import load_text
 from jumpstarter_lab.errors import ConfigError, DriverError, ExporterUnavailable
@@ -179,13 +179,6 @@ def _qemu_children(parent: int) -> list[int]:
     return found
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, IndexError):
-        return True
-
-
 @pytest.mark.parametrize("ending", ["session", "exporter"])
 def test_qemu_ends_with_the_session_and_with_the_exporter(ending, image, make_config, run_exporter):
     # accel auto: KVM where it works, else TCG (here QEMU aborts under KVM and the board falls back)
@@ -196,13 +189,13 @@ def test_qemu_ends_with_the_session_and_with_the_exporter(ending, image, make_co
         workdir = Path(os.readlink(f"/proc/{pid}/cwd"))  # the session's files: disk layer, sockets, log
         if ending == "exporter":
             exporter.process.send_signal(signal.SIGKILL)  # no cleanup runs: the kernel's death signal must do it
-            wait_for(lambda: _gone(pid), 15, "QEMU to end after the exporter was killed")
+            wait_for(lambda: process_gone(pid), 15, "QEMU to end after the exporter was killed")
             exporter.process.wait(timeout=10)  # reaped: a zombie would still count as a live exporter
             assert workdir.exists()
             run_exporter(make_config(board_entry(image), filename="next.yaml"))  # sweeps what the dead one left
             assert not workdir.exists()
     if ending == "session":
-        wait_for(lambda: _gone(pid), 30, "QEMU to end with the client's session")
+        wait_for(lambda: process_gone(pid), 30, "QEMU to end with the client's session")
         wait_for(lambda: not workdir.exists(), 10, "the session's files to be removed")
         assert exporter.process.poll() is None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from helpers import CLI, subprocess_env, wait_for
+from helpers import CLI, process_gone, subprocess_env, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.errors import DriverInvalidArgument
 from jumpstarter_lab_driver_serial.client import Console
@@ -94,20 +94,13 @@ def _board_shell(exporter, image: Path) -> tuple[subprocess.Popen, int]:
     return client, pid
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # reaped soon; a zombie holds nothing
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.parametrize("who", ["client", "exporter"])
 def test_board_processes_end_when_a_peer_is_killed(who, make_config, run_exporter, tmp_path):
     exporter = run_exporter(make_config(SIM))
     client, pid = _board_shell(exporter, tmp_path / "image.bin")
     try:
         (client if who == "client" else exporter.process).send_signal(signal.SIGKILL)
-        wait_for(lambda: _gone(pid), 15, f"the board's shell to end after the {who} was killed")
+        wait_for(lambda: process_gone(pid), 15, f"the board's shell to end after the {who} was killed")
     finally:
         client.kill()
         client.wait()
