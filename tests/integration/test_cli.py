@@ -83,3 +83,31 @@ def test_call_without_an_exporter_says_how_to_give_one():
     result = subprocess.run([CLI, "call", "power.on"], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == "jumpstarter-lab: error: no exporter address given and JUMPSTARTER_HOST is not set"
+
+
+def test_call_reaches_serial_storage_and_board_drivers(make_config, run_exporter, tmp_path):
+    exporter = run_exporter(make_config(f"""
+serial:
+  type: jumpstarter_driver_pyserial.driver.PySerial
+  config: {{url: "loop://"}}
+missing:
+  type: jumpstarter_driver_pyserial.driver.PySerial
+  config: {{url: /dev/ttyNOPE9}}
+storage:
+  type: jumpstarter_driver_opendal.driver.MockStorageMux
+  config: {{image: {tmp_path / 'disk.img'}}}
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+"""))
+    host = ("--host", exporter.address)
+    assert cli("call", *host, "serial.set_dtr", "true").returncode == 0
+    missing = cli("call", *host, "missing.set_rts", "false")
+    assert missing.returncode == 1
+    assert "serial device /dev/ttyNOPE9 is not available" in missing.stderr
+    assert cli("call", *host, "storage.status").stdout.strip() == "dut"
+    assert cli("call", *host, "storage.host").returncode == 0
+    assert json.loads(cli("call", *host, "board.power.read").stdout) == {"voltage": 0, "current": 0}
+    assert cli("call", *host, "board.storage.status").stdout.strip() == "dut"
+    wrong = cli("call", *host, "board.storage.write", "not-a-handle")
+    assert wrong.returncode == 1 and "call host() before write()" in wrong.stderr
+    assert cli("tree", *host).returncode == 0  # the exporter is still serving after all that
