@@ -12,6 +12,7 @@ import bz2
 import gzip
 import hashlib
 import io
+import json
 import lzma
 import os
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from helpers import exporter_config, process_gone, wait_for
+from helpers import cli, exporter_config, process_gone, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.config import load_text
 from jumpstarter_lab.errors import ConfigError, DriverError, ExporterUnavailable
@@ -334,3 +335,12 @@ def test_bad_settings_are_named(config, message):
     with pytest.raises(ConfigError) as failure:
         load_text(exporter_config(f"board:\n  type: jumpstarter_lab_driver_qemu.QemuBoard\n  config: {config}\n"))
     assert message in str(failure.value)
+
+
+def test_cli_calls_the_qemu_boards_drivers(image, make_config, run_exporter):
+    exporter = run_exporter(make_config(board_entry(image)))
+    host = ("--host", exporter.address)
+    assert json.loads(cli("call", *host, "board.power.read").stdout) == {"voltage": 0, "current": 0}
+    assert cli("call", *host, "board.storage.status").stdout.strip() == "dut"
+    missing = cli("call", *host, "board.power.nope")
+    assert missing.returncode == 1 and "has no exported method 'nope'" in missing.stderr
