@@ -116,14 +116,17 @@ class SimBoard(CompositeInterface, Driver):
     password: str = "jumpstarter"
     hostname: str = "simboard"
     shell: str = "/bin/bash"
+    baudrate: int | None = None  # pace the console like a UART at this rate, 8N1, both ways; None: as fast as a pty
 
     def __post_init__(self):
         if not Path(self.shell).is_file():
             raise ValueError(f"shell {self.shell} does not exist")
+        if self.baudrate is not None and self.baudrate <= 0:
+            raise ValueError(f"baudrate must be positive, got {self.baudrate}")
         self._workdir = Path(tempfile.mkdtemp(prefix="simboard-"))
         image = Path(self.image) if self.image else self._workdir / "disk.img"
         self.dut = SimDut(image=image, login=self.login, password=self.password, hostname=self.hostname,
-                          shell=self.shell, home=self._workdir)
+                          shell=self.shell, home=self._workdir, baudrate=self.baudrate)
 
     def make_children(self) -> dict[str, Driver]:
         return {"power": SimPower(self.dut), "console": SimConsole(self.dut), "storage": SimStorage(self.dut)}

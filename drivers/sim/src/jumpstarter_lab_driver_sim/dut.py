@@ -11,15 +11,44 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 logger = logging.getLogger("driver.SimBoard")
 
+# Lateness (scheduling jitter) a busy line makes up for; a line idle longer than this starts afresh.
+CATCH_UP = 0.05
+
+
+class LinePacer:
+    """One direction of a serial line at `baudrate` 8N1: ten bits on the wire per byte.
+
+    `reserve(n)` books the line for n more bytes and returns the seconds from now until
+    their last bit has gone. A busy line is booked back to back, so time lost to the event
+    loop is made up and the long-run rate is the line rate, never above it.
+    """
+
+    def __init__(self, baudrate: int):
+        self.bytes_per_second = baudrate / 10
+        self.chunk = max(1, int(self.bytes_per_second / 100))  # about 10 ms of line time
+        self._free_at = 0.0
+
+    def reserve(self, size: int) -> float:
+        now = time.monotonic()
+        start = self._free_at if now - self._free_at < CATCH_UP else now
+        self._free_at = start + size / self.bytes_per_second
+        return max(0.0, self._free_at - now)
+
 
 class SimDut:
-    def __init__(self, *, image: Path, login: str, password: str, hostname: str, shell: str, home: Path):
+    def __init__(self, *, image: Path, login: str, password: str, hostname: str, shell: str, home: Path,
+                 baudrate: int | None = None):
         self.image = image
         self.login, self.password, self.hostname, self.shell, self.home = login, password, hostname, shell, home
+        # With a baud rate the console is a UART line: each direction carries baudrate/10 bytes/s.
+        self._to_board = LinePacer(baudrate) if baudrate else None
+        self._from_board = LinePacer(baudrate) if baudrate else None
+        self._generation = 0  # which power-on a paused console reader belongs to
         self.storage = "dut"  # which side the disk is attached to: dut, host or off
         self._process: subprocess.Popen | None = None
         self._master: int | None = None
@@ -48,12 +77,14 @@ class SimDut:
             os.close(slave)
         os.set_blocking(master, False)
         self._master = master
+        self._generation += 1
         self._loop.add_reader(master, self._on_output, master)
         logger.info("sim board powered on (pid %d)", self._process.pid)
 
     def _on_output(self, master: int) -> None:
+        pacer = self._from_board
         try:
-            data = os.read(master, 65536)
+            data = os.read(master, pacer.chunk if pacer else 65536)
         except BlockingIOError:
             return
         except OSError as e:
@@ -63,6 +94,20 @@ class SimDut:
         if not data:
             self._loop.remove_reader(master)
             return
+        if pacer is None:
+            self._deliver(data)
+            return
+        # These bytes are on the line for a while: read no more until they have arrived. Meanwhile
+        # the terminal's buffer fills and the board's writes block, as behind a slow UART.
+        self._loop.remove_reader(master)
+        self._loop.call_later(pacer.reserve(len(data)), self._arrived, master, self._generation, data)
+
+    def _arrived(self, master: int, generation: int, data: bytes) -> None:
+        self._deliver(data)
+        if self._master == master and self._generation == generation and self.powered:
+            self._loop.add_reader(master, self._on_output, master)
+
+    def _deliver(self, data: bytes) -> None:
         for queue in list(self._listeners):
             if queue.full():
                 queue.get_nowait()  # a listener that cannot keep up loses the oldest output, like a UART overrun
@@ -77,6 +122,16 @@ class SimDut:
         self._listeners.discard(queue)
 
     async def write(self, data: bytes) -> None:
+        pacer = self._to_board
+        if pacer is None:
+            await self._write(data)
+            return
+        for offset in range(0, len(data), pacer.chunk):  # each piece reaches the board once it has crossed the line
+            piece = data[offset:offset + pacer.chunk]
+            await asyncio.sleep(pacer.reserve(len(piece)))
+            await self._write(piece)
+
+    async def _write(self, data: bytes) -> None:
         while data:
             master = self._master
             if master is None or not self.powered:
