@@ -1,10 +1,8 @@
-"""What one controller replica's streams wait on, kept fresh with a few queries per tick.
+"""What one controller replica's streams wait on, without each of them polling the database.
 
-Without it, every exporter's Status and Listen stream would poll the database on its
-own: a thousand idle exporters would mean thousands of queries a second. Here one task
-refreshes the grants of all exporters, claims the dials of every lease listened to on
-this replica, and keeps the exporters with open Status streams online, in batches.
-Changes made on this replica are seen at once (`poke`); other replicas' within a tick.
+Exporters' Status streams wait for the grants to change (the lease writer says when);
+Listen streams get the dials claimed for their lease here, in one query per tick for
+all of them; and the exporters with open Status streams are kept online in batches.
 """
 
 from __future__ import annotations
@@ -22,23 +20,35 @@ class Hub:
     def __init__(self, leases: Leases, tick: float = 0.2, heartbeat: float = 2.0):
         self.leases = leases
         self.tick, self.heartbeat = tick, heartbeat
-        self.grants: dict[tuple[str, str], LeaseView] = {}
-        self.version = 0
-        self._changed = asyncio.Event()
+        self.grants: dict[tuple[str, str], LeaseView] = leases.grants()
+        self._waiters: dict[tuple[str, str], asyncio.Event] = {}  # exporter -> wakes its Status stream
         self._poked = asyncio.Event()
         self.connected: dict[tuple[str, str], int] = {}  # exporters with open Status streams here
         self.listeners: dict[str, asyncio.Queue] = {}  # lease name -> dials for its exporter's Listen
+        leases.on_change = self._grants_changed
+
+    def _grants_changed(self) -> None:
+        """Wake the Status streams of the exporters whose grant changed, and only those."""
+        before, self.grants = self.grants, self.leases.grants()
+        for key in before.keys() | self.grants.keys():
+            old, new = before.get(key), self.grants.get(key)
+            if (old and (old.name, old.epoch)) != (new and (new.name, new.epoch)):
+                waiter = self._waiters.pop(key, None)
+                if waiter:
+                    waiter.set()
 
     def poke(self) -> None:
         """Something changed here: refresh now rather than at the next tick."""
         self._poked.set()
 
-    async def changed(self, version: int, timeout: float) -> None:
-        """Return when the grants moved past `version`, or after `timeout`."""
-        if self.version != version:
+    async def changed(self, key: tuple[str, str], seen: LeaseView | None, timeout: float) -> None:
+        """Return when the grant of exporter `key` is no longer `seen`, or after `timeout`."""
+        current = self.grants.get(key)
+        if (current and (current.name, current.epoch)) != (seen and (seen.name, seen.epoch)):
             return
+        waiter = self._waiters.setdefault(key, asyncio.Event())
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(waiter.wait(), timeout)
 
     @contextlib.contextmanager
     def exporter_connected(self, key: tuple[str, str]):
@@ -68,14 +78,7 @@ class Hub:
                 if loop.time() - beat >= self.heartbeat:
                     beat = loop.time()
                     await asyncio.to_thread(self.leases.heartbeat_many, set(self.connected))
-                    await asyncio.to_thread(self.leases.schedule)
-                grants = await asyncio.to_thread(self.leases.grants)
-                if {k: (v.name, v.epoch) for k, v in grants.items()} != \
-                        {k: (v.name, v.epoch) for k, v in self.grants.items()}:
-                    self.grants = grants
-                    self.version += 1
-                    self._changed.set()
-                    self._changed = asyncio.Event()
+                    await self.leases.schedule()  # expire what lapsed, see exporters other replicas serve
                 for lease, endpoint, token in await asyncio.to_thread(self.leases.take_dials, list(self.listeners)):
                     queue = self.listeners.get(lease)
                     if queue is not None:

@@ -1,31 +1,41 @@
-"""The one lease state machine: queued -> granted -> released | expired, in the database.
+"""The one lease state machine: queued -> granted -> released | expired.
 
-Every transition is a transaction; `schedule` expires what lapsed and grants the
-queue in (priority, request time) order. The epoch grows with every grant of a lease
-name, so a router token or an exporter acting on an older grant can be told apart.
+Decisions are made in memory and written through to the database by one writer per
+replica, in batches: the changes asked for while one batch commits make up the next,
+and each batch is one transaction. That transaction first moves the lease clock (a
+one-row counter: writers of every replica queue on its row lock) and reads the rows
+other replicas stamped with a newer clock value, so every decision is taken on the
+whole, current picture and no exporter is granted twice. The unique index over granted
+exporters stays as a guard. The epoch grows with every grant of a lease, so a router
+token or an exporter acting on an older grant can be told apart.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import dataclasses
 import json
+import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
-from ..errors import AccessDenied, DriverError, DriverInvalidArgument, MethodNotFound
+from ..errors import AccessDenied, DriverInvalidArgument, JumpstarterLabError, MethodNotFound
 from . import selectors
 from .auth import Identity
-from .store import Store, dials, exporters, identities, leases, loads, now
+from .store import Store, dials, exporters, lease_clock, leases, loads, now
+
+logger = logging.getLogger(__name__)
 
 ONLINE_GRACE = 15.0  # an exporter whose Status stream has been gone this long is offline
 ACTIVE = ("queued", "granted")
-SCHEDULER_LOCK = 0x6A6C6C01  # PostgreSQL advisory lock key of the lease scheduler
+SYNC_INTERVAL = 0.2  # how often an idle replica reads what the others changed
 
 
-@dataclass
+@dataclass(frozen=True)
 class LeaseView:
     name: str
     namespace: str
@@ -41,40 +51,279 @@ class LeaseView:
     alive_until: float
     epoch: int
     reason: str
-    position: int | None = None
+    priority: int = 0
+    allowed: tuple[str, ...] = ()  # exporter selectors the client may lease; empty: any
+    position: int | None = None  # 1-based place in the queue, for queued leases
 
     @property
     def end_time(self) -> float | None:
         return self.granted_at + self.duration if self.granted_at else None
 
 
-@functools.lru_cache(maxsize=4096)
-def _parsed_labels(text: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(loads(text).items()))
+_COLUMNS = [f.name for f in dataclasses.fields(LeaseView) if f.name != "position"]
+_STORED = [*_COLUMNS, "seq"]
 
 
-def _labels(text: str) -> dict[str, str]:
-    """An exporter's labels, parsed once per distinct text (the scheduler reads them on every pass)."""
-    return dict(_parsed_labels(text))
+def _from_row(row) -> LeaseView:
+    values = {name: getattr(row, name) for name in _COLUMNS}
+    values["allowed"] = tuple(json.loads(row.allowed or "[]"))
+    return LeaseView(**values)
 
 
-def _view(row, position: int | None = None) -> LeaseView:
-    return LeaseView(name=row.name, namespace=row.namespace, client=row.client, selector=row.selector,
-                     exporter=row.exporter, state=row.state, requested_at=row.requested_at, granted_at=row.granted_at,
-                     ended_at=row.ended_at, duration=row.duration, ttl=row.ttl, alive_until=row.alive_until,
-                     epoch=row.epoch, reason=row.reason, position=position)
+def _stored_values(lease: LeaseView, seq: int) -> tuple:
+    """The row of a lease, in _STORED order."""
+    return (*(json.dumps(list(lease.allowed)) if name == "allowed" else getattr(lease, name) for name in _COLUMNS),
+            seq)
+
+
+def _write_statements(paramstyle: str) -> tuple[str, str]:
+    """INSERT and UPDATE-by-name of whole lease rows, as driver SQL: a batch's rows go to the
+    driver's executemany as they are, without per-row work in SQLAlchemy."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+    insert = f"INSERT INTO leases ({', '.join(_STORED)}) VALUES ({', '.join([mark] * len(_STORED))})"
+    update = (f"UPDATE leases SET {', '.join(f'{name} = {mark}' for name in _STORED[1:])} "
+              f"WHERE name = {mark}")
+    return insert, update
 
 
 def allowed_exporter(identity: Identity, labels: dict) -> bool:
     """Whether a client's capabilities let it lease an exporter with these labels."""
-    allowed = identity.capabilities.get("exporters")
+    return _allows(tuple(identity.capabilities.get("exporters") or ()), labels)
+
+
+def _allows(allowed: tuple[str, ...], labels: dict) -> bool:
     return not allowed or any(selectors.matches(s, labels) for s in allowed)
+
+
+@dataclass(frozen=True)
+class ExporterSeen:
+    labels: dict
+    online_until: float
+
+
+class _Batch:
+    """One transaction's working copy: decisions land here and reach memory only after commit."""
+
+    def __init__(self, conn, active: dict[str, LeaseView], exporters_seen: dict, t: float):
+        self.conn, self.active, self.exporters, self.t = conn, dict(active), exporters_seen, t
+        self.changed: dict[str, LeaseView] = {}
+        self.new: set[str] = set()
+
+    def put(self, lease: LeaseView, new: bool = False) -> None:
+        self.changed[lease.name] = lease
+        if new:
+            self.new.add(lease.name)
+        if lease.state in ACTIVE:
+            self.active[lease.name] = lease
+        else:
+            self.active.pop(lease.name, None)
+
+    def find(self, name: str) -> LeaseView | None:
+        """A lease by name: active ones from memory, ended ones from the database."""
+        if name in self.active:
+            return self.active[name]
+        if name in self.changed:
+            return self.changed[name]
+        row = self.conn.execute(sa.select(leases).where(leases.c.name == name)).first()
+        return _from_row(row) if row else None
+
+
+def _owned(lease: LeaseView | None, identity: Identity, name: str) -> LeaseView:
+    if lease is None or lease.namespace != identity.namespace:
+        raise MethodNotFound(f"no lease {name}")
+    if identity.kind == "client" and lease.client != identity.name:
+        raise AccessDenied(f"lease {name} belongs to another client")
+    return lease
 
 
 class Leases:
     def __init__(self, store: Store, exporter_grace: float = ONLINE_GRACE):
         self.store = store
         self.grace = exporter_grace  # how long an exporter may be unheard of before it counts as offline
+        self.active: dict[str, LeaseView] = {}  # queued and granted leases; replaced whole after each commit
+        self.exporters_seen: dict[tuple[str, str], ExporterSeen] = {}
+        self.seen = 0  # the lease clock value this replica has read up to
+        self.on_change: Callable[[], None] = lambda: None
+        self._pending: list[tuple[Callable, asyncio.Future]] = []
+        self._wake: asyncio.Event | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="lease-writer")
+        self._load()
+
+    # --- memory and the database ----------------------------------------------------------
+
+    def _load(self) -> None:
+        """Read everything afresh: at start, and after a transaction failed."""
+        with self.store.transaction() as conn:
+            self.seen = conn.execute(sa.select(lease_clock.c.seq)).scalar_one()
+            self.active = {row.name: _from_row(row)
+                           for row in conn.execute(sa.select(leases).where(leases.c.state.in_(ACTIVE)))}
+            self.exporters_seen = self._read_exporters(conn)
+
+    @staticmethod
+    def _read_exporters(conn) -> dict[tuple[str, str], ExporterSeen]:
+        rows = conn.execute(sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels,
+                                      exporters.c.online_until).order_by(exporters.c.name))
+        return {(r.namespace, r.name): ExporterSeen(loads(r.labels), r.online_until) for r in rows}
+
+    def _merge(self, active: dict[str, LeaseView], conn) -> dict[str, LeaseView]:
+        """Fold in the rows other replicas wrote since this one last read."""
+        rows = conn.execute(sa.select(leases).where(leases.c.seq > self.seen)).all()
+        if rows:
+            active = dict(active)
+            for row in rows:
+                if row.state in ACTIVE:
+                    active[row.name] = _from_row(row)
+                else:
+                    active.pop(row.name, None)
+        return active
+
+    def _commit(self, ops: list[Callable]) -> list:
+        """Run a batch of changes in one transaction (on the writer thread); per-op results or errors."""
+        with self.store.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                seq = conn.execute(lease_clock.update().values(seq=lease_clock.c.seq + 1)
+                                   .returning(lease_clock.c.seq)).scalar_one()
+            else:  # SQLite: BEGIN IMMEDIATE already holds the one write lock
+                conn.execute(lease_clock.update().values(seq=lease_clock.c.seq + 1))
+                seq = conn.execute(sa.select(lease_clock.c.seq)).scalar_one()
+            batch = _Batch(conn, self._merge(self.active, conn), self.exporters_seen, now())
+            if any(getattr(op, "refresh_exporters", False) for op in ops):
+                batch.exporters = self._read_exporters(conn)
+            results = []
+            for op in ops:
+                try:
+                    results.append(op(batch))
+                except JumpstarterLabError as e:
+                    results.append(e)
+            self._grant(batch)
+            insert, update = _write_statements(conn.dialect.paramstyle)
+            rows = {name: _stored_values(lease, seq) for name, lease in batch.changed.items()}
+            updates = [(*row[1:], row[0]) for name, row in rows.items() if name not in batch.new]
+            if updates:  # first: an exporter released here may be granted to a new lease below
+                conn.exec_driver_sql(update, updates)
+            inserts = [row for name, row in rows.items() if name in batch.new]
+            if inserts:
+                conn.exec_driver_sql(insert, inserts)
+        # Committed: now memory may show it.
+        self.active, self.exporters_seen, self.seen = batch.active, batch.exporters, seq
+        # A lease an op returned may have been granted or expired by the rest of the batch.
+        return [self.view(batch.changed.get(r.name, r), batch.active) if isinstance(r, LeaseView) else r
+                for r in results]
+
+    def _sync(self) -> bool:
+        """Read what other replicas committed (no lock needed: clock values commit in order)."""
+        with self.store.transaction(read_only=True) as conn:
+            seq = conn.execute(sa.select(lease_clock.c.seq)).scalar_one()
+            if seq == self.seen:
+                return False
+            self.active = self._merge(self.active, conn)
+            self.seen = seq
+        return True
+
+    async def run(self) -> None:
+        """The writer: commits what was asked for, batch by batch; reads others' changes when idle."""
+        loop = asyncio.get_running_loop()
+        self._wake = self._wake or asyncio.Event()
+        while True:
+            if not self._pending:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), SYNC_INTERVAL)
+                except asyncio.TimeoutError:
+                    pass
+            self._wake.clear()
+            ops, self._pending = self._pending, []
+            grants_before = self.grants_key()
+            try:
+                if ops:
+                    results = await loop.run_in_executor(self._writer, self._commit, [op for op, _ in ops])
+                    for (_op, future), result in zip(ops, results):
+                        if future.done():
+                            continue
+                        if isinstance(result, Exception):
+                            future.set_exception(result)
+                        else:
+                            future.set_result(result)
+                else:
+                    await loop.run_in_executor(self._writer, self._sync)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                logger.exception("writing lease changes failed; reloading the lease state")
+                for _op, future in ops:
+                    if not future.done():
+                        future.set_exception(JumpstarterLabError(f"the controller's database failed: {e}"))
+                try:
+                    await loop.run_in_executor(self._writer, self._load)
+                except Exception:
+                    logger.exception("reloading the lease state failed")
+                    await asyncio.sleep(1)
+            if self.grants_key() != grants_before:
+                self.on_change()
+
+    async def _submit(self, op: Callable):
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        return await future
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def view(self, lease: LeaseView, active: dict[str, LeaseView] | None = None) -> LeaseView:
+        """The lease as its owner sees it: with its queue position when queued."""
+        if lease.state != "queued":
+            return lease
+        return dataclasses.replace(lease, position=self._position(lease, self.active if active is None else active))
+
+    def _position(self, lease: LeaseView, active: dict[str, LeaseView]) -> int:
+        """1 + the queued leases ahead of this one that want any exporter it could get."""
+        candidates = [seen.labels for (namespace, _name), seen in self.exporters_seen.items()
+                      if namespace == lease.namespace and selectors.matches(lease.selector, seen.labels)]
+        rank = (-lease.priority, lease.requested_at)
+        ahead = sum(1 for other in active.values()
+                    if other.state == "queued" and other.name != lease.name and other.namespace == lease.namespace
+                    and (-other.priority, other.requested_at) < rank
+                    and any(selectors.matches(other.selector, labels) for labels in candidates))
+        return ahead + 1
+
+    def grants(self) -> dict[tuple[str, str], LeaseView]:
+        """(namespace, exporter) -> its granted lease, for every exporter."""
+        return {(lease.namespace, lease.exporter): lease for lease in self.active.values() if lease.state == "granted"}
+
+    def grants_key(self) -> frozenset:
+        return frozenset((lease.name, lease.epoch) for lease in self.active.values() if lease.state == "granted")
+
+    def granted_to(self, namespace: str, exporter: str) -> LeaseView | None:
+        return self.grants().get((namespace, exporter))
+
+    def _stored(self, name: str) -> LeaseView | None:
+        with self.store.transaction(read_only=True) as conn:
+            row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
+        return _from_row(row) if row else None
+
+    async def get(self, identity: Identity, name: str, fresh: bool = False) -> LeaseView:
+        """A lease from memory; from the database when it has ended, or when `fresh` (another
+        replica may have granted it within the last sync interval)."""
+        lease = None if fresh else self.active.get(name)
+        if lease is None:
+            lease = await asyncio.to_thread(self._stored, name)
+        return self.view(_owned(lease, identity, name))
+
+    async def list(self, identity: Identity, active_only: bool = True) -> list[LeaseView]:
+        if active_only:
+            mine = [lease for lease in self.active.values()
+                    if lease.namespace == identity.namespace and lease.client == identity.name]
+        else:
+            def read():
+                with self.store.transaction(read_only=True) as conn:
+                    return [_from_row(row) for row in conn.execute(sa.select(leases).where(
+                        (leases.c.namespace == identity.namespace) & (leases.c.client == identity.name)))]
+            mine = await asyncio.to_thread(read)
+        return [self.view(lease) for lease in sorted(mine, key=lambda lease: lease.requested_at)]
 
     # --- exporters ------------------------------------------------------------------------
 
@@ -102,12 +351,6 @@ class Leases:
                 conn.execute(exporters.update().where((exporters.c.namespace == namespace) & exporters.c.name.in_(names))
                              .values(online_until=now() + self.grace))
 
-    def grants(self) -> dict[tuple[str, str], LeaseView]:
-        """(namespace, exporter) -> its granted lease, for every exporter."""
-        with self.store.transaction() as conn:
-            rows = conn.execute(sa.select(leases).where(leases.c.state == "granted")).all()
-        return {(row.namespace, row.exporter): _view(row) for row in rows}
-
     def report_status(self, identity: Identity, status: int, message: str) -> None:
         with self.store.transaction() as conn:
             conn.execute(exporters.update().where((exporters.c.namespace == identity.namespace)
@@ -115,181 +358,111 @@ class Leases:
                          .values(status=status, status_message=message))
 
     def exporters(self, namespace: str) -> list:
-        with self.store.transaction() as conn:
+        with self.store.transaction(read_only=True) as conn:
             rows = conn.execute(sa.select(exporters).where(exporters.c.namespace == namespace)
                                 .order_by(exporters.c.name)).all()
-            granted = {r.exporter for r in conn.execute(sa.select(leases.c.exporter).where(
-                (leases.c.namespace == namespace) & (leases.c.state == "granted"))).all()}
+        granted = {name for ns, name in self.grants() if ns == namespace}
         return [(row, row.name in granted) for row in rows]
 
-    def granted_to(self, namespace: str, exporter: str) -> LeaseView | None:
-        with self.store.transaction() as conn:
-            row = conn.execute(sa.select(leases).where((leases.c.namespace == namespace) & (leases.c.exporter == exporter)
-                                                       & (leases.c.state == "granted"))).first()
-        return _view(row) if row else None
+    # --- changes ------------------------------------------------------------------------------
 
-    # --- leases -----------------------------------------------------------------------------
-
-    def create(self, identity: Identity, selector: str, duration: float, ttl: float = 30.0, priority: int = 0,
-               name: str | None = None) -> LeaseView:
+    async def create(self, identity: Identity, selector: str, duration: float, ttl: float = 30.0, priority: int = 0,
+                     name: str | None = None) -> LeaseView:
         selectors.parse(selector)  # reject a malformed selector before it queues
         if duration <= 0:
             raise DriverInvalidArgument("lease duration must be positive")
         if not 0 < ttl <= 3600:
             raise DriverInvalidArgument("lease keepalive ttl must be between 0 and 3600 seconds")
+        named = bool(name)
         name = name or str(uuid.uuid4())
-        t = now()
-        values = dict(name=name, namespace=identity.namespace, client=identity.name, selector=selector, state="queued",
-                      priority=priority, requested_at=t, duration=duration, ttl=ttl, alive_until=t + ttl, epoch=0)
-        # Queue and try to grant in one transaction: one write per request, not three.
-        self._with_grants(lambda conn: conn.execute(leases.insert().values(**values)))
-        return self.get(identity, name)
+        allowed = tuple(identity.capabilities.get("exporters") or ())
 
-    def _with_grants(self, change) -> None:
-        """Run `change(conn)` and then grant what can be granted, in one transaction.
+        def op(batch: _Batch) -> LeaseView:
+            if named and batch.find(name) is not None:
+                raise DriverInvalidArgument(f"a lease named {name} exists already")
+            lease = LeaseView(name=name, namespace=identity.namespace, client=identity.name, selector=selector,
+                              exporter=None, state="queued", requested_at=batch.t, granted_at=None, ended_at=None,
+                              duration=duration, ttl=ttl, alive_until=batch.t + ttl, epoch=0, reason="",
+                              priority=priority, allowed=allowed)
+            batch.put(lease, new=True)
+            return lease
 
-        Grant decisions are serialized (see _grant), so the unique index should never
-        fire; if it does, the transaction is retried, and a clear error is raised rather
-        than a change silently dropped.
-        """
-        for _attempt in range(5):
-            try:
-                with self.store.transaction() as conn:
-                    change(conn)
-                    self._grant(conn)
-                return
-            except IntegrityError as e:
-                if "one_grant_per_exporter" not in str(e) and "UNIQUE constraint failed: leases.namespace" not in str(e):
-                    raise
-        raise DriverError("the lease scheduler kept colliding with another replica; try again")
+        return await self._submit(op)
 
-    def _owned(self, conn, identity: Identity, name: str):
-        row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
-        if row is None or row.namespace != identity.namespace:
-            raise MethodNotFound(f"no lease {name}")
-        if identity.kind == "client" and row.client != identity.name:
-            raise AccessDenied(f"lease {name} belongs to another client")
-        return row
+    async def keepalive(self, identity: Identity, name: str) -> LeaseView:
+        def op(batch: _Batch) -> LeaseView:
+            lease = _owned(batch.find(name), identity, name)
+            if lease.state not in ACTIVE:
+                raise DriverInvalidArgument(f"lease {name} has ended ({lease.state}: {lease.reason})")
+            lease = dataclasses.replace(lease, alive_until=batch.t + lease.ttl)
+            batch.put(lease)
+            return lease
 
-    def get(self, identity: Identity, name: str) -> LeaseView:
-        with self.store.transaction() as conn:
-            row = self._owned(conn, identity, name)
-            position = self._position(conn, row) if row.state == "queued" else None
-        return _view(row, position)
+        return await self._submit(op)
 
-    def _position(self, conn, row) -> int:
-        """1 + the queued leases ahead of this one that want any exporter it could get."""
-        labels = {e.name: _labels(e.labels) for e in conn.execute(
-            sa.select(exporters.c.name, exporters.c.labels).where(exporters.c.namespace == row.namespace))}
-        candidates = {name for name, value in labels.items() if selectors.matches(row.selector, value)}
-        ahead = 0
-        for other in conn.execute(sa.select(leases).where((leases.c.namespace == row.namespace)
-                                                          & (leases.c.state == "queued")
-                                                          & (leases.c.name != row.name))):
-            if (-other.priority, other.requested_at) >= (-row.priority, row.requested_at):
-                continue
-            if any(selectors.matches(other.selector, labels[name]) for name in candidates):
-                ahead += 1
-        return ahead + 1
+    async def release(self, identity: Identity, name: str, reason: str = "released by the client") -> None:
+        def op(batch: _Batch) -> None:
+            lease = _owned(batch.find(name), identity, name)
+            if lease.state in ACTIVE:
+                batch.put(dataclasses.replace(lease, state="released", ended_at=batch.t, reason=reason))
 
-    def list(self, identity: Identity, active_only: bool = True) -> list[LeaseView]:
-        with self.store.transaction() as conn:
-            query = sa.select(leases).where((leases.c.namespace == identity.namespace) & (leases.c.client == identity.name))
-            if active_only:
-                query = query.where(leases.c.state.in_(ACTIVE))
-            rows = conn.execute(query.order_by(leases.c.requested_at)).all()
-            return [_view(r, self._position(conn, r) if r.state == "queued" else None) for r in rows]
+        await self._submit(op)
 
-    def keepalive(self, identity: Identity, name: str) -> LeaseView:
-        with self.store.transaction() as conn:
-            row = self._owned(conn, identity, name)
-            if row.state not in ACTIVE:
-                raise DriverInvalidArgument(f"lease {name} has ended ({row.state}: {row.reason})")
-            conn.execute(leases.update().where(leases.c.name == name).values(alive_until=now() + row.ttl))
-        return self.get(identity, name)
+    async def release_by_exporter(self, identity: Identity, reason: str) -> None:
+        def op(batch: _Batch) -> None:
+            for lease in list(batch.active.values()):
+                if (lease.state == "granted" and lease.namespace == identity.namespace
+                        and lease.exporter == identity.name):
+                    batch.put(dataclasses.replace(lease, state="released", ended_at=batch.t, reason=reason))
 
-    def release(self, identity: Identity, name: str, reason: str = "released by the client") -> None:
-        def change(conn):
-            row = self._owned(conn, identity, name)
-            if row.state in ACTIVE:
-                conn.execute(leases.update().where(leases.c.name == name)
-                             .values(state="released", ended_at=now(), reason=reason))
+        await self._submit(op)
 
-        self._with_grants(change)
+    async def schedule(self, refresh_exporters: bool = True) -> None:
+        """Expire what lapsed and grant what can be granted (with the exporters read afresh)."""
+        def op(batch: _Batch) -> None:
+            self._expire(batch)
 
-    def release_by_exporter(self, identity: Identity, reason: str) -> None:
-        with self.store.transaction() as conn:
-            conn.execute(leases.update().where((leases.c.namespace == identity.namespace)
-                                               & (leases.c.exporter == identity.name) & (leases.c.state == "granted"))
-                         .values(state="released", ended_at=now(), reason=reason))
-        self.schedule()
+        op.refresh_exporters = refresh_exporters
+        await self._submit(op)
 
     # --- the scheduler ---------------------------------------------------------------------------
 
-    def schedule(self) -> list[str]:
-        """Expire what lapsed, then grant queued leases in order; returns the names granted."""
-        granted: list[str] = []
-        for _attempt in range(5):
-            try:
-                with self.store.transaction() as conn:
-                    self._expire(conn)
-                    granted += self._grant(conn)
-                return granted
-            except IntegrityError:
-                continue  # another replica granted the same exporter first: look again
-        return granted
+    @staticmethod
+    def _expire(batch: _Batch) -> None:
+        t = batch.t
+        for lease in list(batch.active.values()):
+            reason = None
+            if lease.alive_until < t:
+                reason = "the client stopped renewing the lease"
+            elif lease.state == "granted" and lease.granted_at + lease.duration < t:
+                reason = "the lease duration ran out"
+            elif lease.state == "granted":
+                seen = batch.exporters.get((lease.namespace, lease.exporter))
+                if seen is None or seen.online_until < t:
+                    reason = "the exporter went offline"
+            if reason:
+                batch.put(dataclasses.replace(lease, state="expired", ended_at=t, reason=reason))
 
     @staticmethod
-    def _expire(conn) -> None:
-        t = now()
-        conn.execute(leases.update().where(leases.c.state.in_(ACTIVE) & (leases.c.alive_until < t))
-                     .values(state="expired", ended_at=t, reason="the client stopped renewing the lease"))
-        conn.execute(leases.update().where((leases.c.state == "granted")
-                                           & (leases.c.granted_at + leases.c.duration < t))
-                     .values(state="expired", ended_at=t, reason="the lease duration ran out"))
-        offline = sa.select(exporters.c.name).where(
-            (exporters.c.namespace == leases.c.namespace) & (exporters.c.online_until < t))
-        conn.execute(leases.update().where((leases.c.state == "granted") & leases.c.exporter.in_(offline))
-                     .values(state="expired", ended_at=t, reason="the exporter went offline"))
-
-    @staticmethod
-    def _grant(conn) -> list[str]:
-        if conn.dialect.name == "postgresql":
-            # One scheduler at a time across every replica: decisions are made on a consistent
-            # picture, and the unique index stays a guard that never has to fire.
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEDULER_LOCK})")
-        t = now()
-        queued = conn.execute(sa.select(leases).where(leases.c.state == "queued")
-                              .order_by(leases.c.priority.desc(), leases.c.requested_at)).all()
+    def _grant(batch: _Batch) -> None:
+        """Grant queued leases in (priority, request time) order to free, online, matching exporters."""
+        queued = sorted((lease for lease in batch.active.values() if lease.state == "queued"),
+                        key=lambda lease: (-lease.priority, lease.requested_at))
         if not queued:
-            return []
-        busy = {(r.namespace, r.exporter) for r in conn.execute(
-            sa.select(leases.c.namespace, leases.c.exporter).where(leases.c.state == "granted"))}
-        free = [(row.namespace, row.name, _labels(row.labels)) for row in conn.execute(
-            sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels)
-            .where(exporters.c.online_until >= t).order_by(exporters.c.name))
-            if (row.namespace, row.name) not in busy]
-        waiting_clients = {(lease.namespace, lease.client) for lease in queued}
-        capabilities = {(row.namespace, row.name): loads(row.capabilities) for row in conn.execute(
-            sa.select(identities).where((identities.c.kind == "client")
-                                        & identities.c.name.in_([client[1] for client in waiting_clients])))}
-        granted = []
+            return
+        busy = {(lease.namespace, lease.exporter) for lease in batch.active.values() if lease.state == "granted"}
+        free = [(key, seen.labels) for key, seen in batch.exporters.items()
+                if seen.online_until >= batch.t and key not in busy]
         for lease in queued:
             if not free:
                 break
-            who = Identity("client", lease.namespace, lease.client,
-                           capabilities=capabilities.get((lease.namespace, lease.client), {}))
-            for index, (namespace, name, labels) in enumerate(free):
-                if (namespace != lease.namespace or not selectors.matches(lease.selector, labels)
-                        or not allowed_exporter(who, labels)):
-                    continue
-                done = conn.execute(leases.update().where((leases.c.name == lease.name) & (leases.c.state == "queued"))
-                                    .values(state="granted", exporter=name, granted_at=t, epoch=lease.epoch + 1))
-                if done.rowcount:  # zero: another replica granted this lease meanwhile
+            for index, ((namespace, name), labels) in enumerate(free):
+                if (namespace == lease.namespace and selectors.matches(lease.selector, labels)
+                        and _allows(lease.allowed, labels)):
+                    batch.put(dataclasses.replace(lease, state="granted", exporter=name, granted_at=batch.t,
+                                                  epoch=lease.epoch + 1))
                     del free[index]
-                    granted.append(lease.name)
-                break
-        return granted
+                    break
 
     # --- dialing ---------------------------------------------------------------------------------
 
@@ -310,3 +483,5 @@ class Leases:
                              .values(taken=True))
             conn.execute(dials.delete().where(dials.c.created < now() - 300))
         return [(r.lease, r.router_endpoint, r.router_token) for r in rows]
+
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from ..errors import DriverInvalidArgument
@@ -9,8 +10,9 @@ from ..errors import DriverInvalidArgument
 _TERM = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_./:-]*))?\s*$")
 
 
-def parse(selector: str) -> list[tuple[str, str, str | None]]:
-    """[(key, op, value)] with op one of =, !=, exists, !exists."""
+@functools.lru_cache(maxsize=4096)
+def parse(selector: str) -> tuple[tuple[str, str, str | None], ...]:
+    """((key, op, value), ...) with op one of =, !=, exists, !exists (parsed once per distinct text)."""
     terms = []
     for part in filter(None, (p.strip() for p in (selector or "").split(","))):
         match = _TERM.match(part)
@@ -21,7 +23,7 @@ def parse(selector: str) -> list[tuple[str, str, str | None]]:
             terms.append((key, "!exists" if negated else "exists", None))
         else:
             terms.append((key, "!=" if op == "!=" else "=", value))
-    return terms
+    return tuple(terms)
 
 
 def matches(selector: str, labels: dict[str, str]) -> bool:

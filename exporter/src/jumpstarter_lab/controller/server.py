@@ -44,6 +44,7 @@ class Controller:
         client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases, hub), server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(Router(self.authority.verify_router), server)
         await server.start()
+        writer = asyncio.ensure_future(self.leases.run())
         ticker = asyncio.ensure_future(hub.run())
         logger.info("controller serving on %s (%s)", endpoint, "insecure" if insecure else "TLS")
         if ready:
@@ -51,6 +52,8 @@ class Controller:
         try:
             await stopped.wait()
         finally:
-            ticker.cancel()
             await server.stop(grace=1.0)
+            ticker.cancel()
+            writer.cancel()
+            self.leases.close()
             self.store.close()

@@ -18,7 +18,6 @@ from .leases import LeaseView, Leases, allowed_exporter
 from .store import loads, now
 
 logger = logging.getLogger(__name__)
-POLL = 0.2  # how often streams look at the database (replicas share nothing else)
 
 
 def bearer(context) -> str:
@@ -30,7 +29,7 @@ async def authenticate(context, authority: Authority, kind: str) -> Identity:
     if not token:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no {kind} token (authorization: Bearer ...)")
     try:
-        return await asyncio.to_thread(authority.verify, token, kind)
+        return authority.verified(token, kind) or await asyncio.to_thread(authority.verify, token, kind)
     except NotAuthenticated as e:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
 
@@ -96,13 +95,14 @@ class ControllerServicer:
     async def Unregister(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
         await asyncio.to_thread(self.leases.heartbeat, identity, False)
+        await self.leases.schedule()  # its lease ends now, not when the grace runs out
         return jumpstarter_pb2.UnregisterResponse()
 
     async def ReportStatus(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
         await asyncio.to_thread(self.leases.report_status, identity, request.status, request.message)
         if request.HasField("release_lease") and request.release_lease:
-            await asyncio.to_thread(self.leases.release_by_exporter, identity, "released by the exporter")
+            await self.leases.release_by_exporter(identity, "released by the exporter")
         return jumpstarter_pb2.ReportStatusResponse()
 
     async def Status(self, request, context):
@@ -111,10 +111,9 @@ class ControllerServicer:
         key = (identity.namespace, identity.name)
         with self.hub.exporter_connected(key):
             await asyncio.to_thread(self.leases.heartbeat, identity)
-            self.hub.poke()  # an exporter coming online may be what a queued lease waits for
+            await self.leases.schedule()  # an exporter coming online may be what a queued lease waits for
             last = ()
             while not context.done():
-                version = self.hub.version
                 lease = self.hub.grants.get(key)
                 current = (lease.name, lease.client) if lease else None
                 if current != last:
@@ -124,7 +123,7 @@ class ControllerServicer:
                                                              client_name=lease.client)
                     else:
                         yield jumpstarter_pb2.StatusResponse(leased=False)
-                await self.hub.changed(version, 5.0)
+                await self.hub.changed(key, lease, 5.0)
 
     async def Listen(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
@@ -134,9 +133,6 @@ class ControllerServicer:
             while not context.done():
                 lease = self.hub.grants.get(key)
                 if lease is None or lease.name != name:
-                    if self.hub.version == 0:  # not refreshed yet after a restart: look again shortly
-                        await asyncio.sleep(POLL)
-                        continue
                     return  # the lease ended: so does listening for it
                 with contextlib.suppress(asyncio.TimeoutError):
                     endpoint, token = await asyncio.wait_for(dials.get(), 1.0)
@@ -145,7 +141,8 @@ class ControllerServicer:
     async def Dial(self, request, context):
         identity = await authenticate(context, self.authority, "client")
         try:
-            lease = await asyncio.to_thread(self.leases.get, identity, short_name(request.lease_name))
+            # Read from the database: another replica may have granted it a moment ago.
+            lease = await self.leases.get(identity, short_name(request.lease_name), fresh=True)
             if lease.state != "granted":
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"lease {lease.name} is {lease.state}, not ready: {lease.reason or 'waiting'}")
@@ -167,8 +164,7 @@ class ControllerServicer:
         identity = await authenticate(context, self.authority, "client")
         selector = ",".join(f"{k}={v}" for k, v in sorted(request.selector.match_labels.items()))
         try:
-            lease = await asyncio.to_thread(self.leases.create, identity, selector,
-                                            float(request.duration.seconds or 1800))
+            lease = await self.leases.create(identity, selector, float(request.duration.seconds or 1800))
         except (JumpstarterLabError, ValueError) as e:
             await _abort(context, e)
         return jumpstarter_pb2.RequestLeaseResponse(name=lease.name)
@@ -176,7 +172,7 @@ class ControllerServicer:
     async def GetLease(self, request, context):
         identity = await authenticate(context, self.authority, "client")
         try:
-            lease = await asyncio.to_thread(self.leases.get, identity, short_name(request.name))
+            lease = await self.leases.get(identity, short_name(request.name))
         except JumpstarterLabError as e:
             await _abort(context, e)
         response = jumpstarter_pb2.GetLeaseResponse(conditions=lease_message(lease).conditions)
@@ -188,14 +184,14 @@ class ControllerServicer:
     async def ReleaseLease(self, request, context):
         identity = await authenticate(context, self.authority, "client")
         try:
-            await asyncio.to_thread(self.leases.release, identity, short_name(request.name))
+            await self.leases.release(identity, short_name(request.name))
         except JumpstarterLabError as e:
             await _abort(context, e)
         return jumpstarter_pb2.ReleaseLeaseResponse()
 
     async def ListLeases(self, request, context):
         identity = await authenticate(context, self.authority, "client")
-        views = await asyncio.to_thread(self.leases.list, identity)
+        views = await self.leases.list(identity)
         return jumpstarter_pb2.ListLeasesResponse(names=[v.name for v in views])
 
 
@@ -246,42 +242,39 @@ class ClientServicer:
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "x-jumpstarter-lab-lease-ttl must be seconds")
         try:
-            view = await asyncio.to_thread(self.leases.create, identity, request.lease.selector, duration, ttl,
-                                           0, request.lease_id or None)
+            view = await self.leases.create(identity, request.lease.selector, duration, ttl, 0,
+                                            request.lease_id or None)
         except (JumpstarterLabError, ValueError) as e:
             await _abort(context, e)
-        self.hub.poke()
         return lease_message(view)
 
     async def GetLease(self, request, context):
         identity = await authenticate(context, self.authority, "client")
         try:
-            return lease_message(await asyncio.to_thread(self.leases.get, identity, short_name(request.name)))
+            return lease_message(await self.leases.get(identity, short_name(request.name)))
         except JumpstarterLabError as e:
             await _abort(context, e)
 
     async def ListLeases(self, request, context):
         identity = await authenticate(context, self.authority, "client")
         active = request.only_active if request.HasField("only_active") else True
-        views = await asyncio.to_thread(self.leases.list, identity, active)
+        views = await self.leases.list(identity, active)
         return client_pb2.ListLeasesResponse(leases=[lease_message(v) for v in views])
 
     async def UpdateLease(self, request, context):
         """Renews the lease (keepalive); the lease's selector and duration do not change."""
         identity = await authenticate(context, self.authority, "client")
         try:
-            return lease_message(await asyncio.to_thread(self.leases.keepalive, identity,
-                                                         short_name(request.lease.name)))
+            return lease_message(await self.leases.keepalive(identity, short_name(request.lease.name)))
         except JumpstarterLabError as e:
             await _abort(context, e)
 
     async def DeleteLease(self, request, context):
         identity = await authenticate(context, self.authority, "client")
         try:
-            await asyncio.to_thread(self.leases.release, identity, short_name(request.name))
+            await self.leases.release(identity, short_name(request.name))
         except JumpstarterLabError as e:
             await _abort(context, e)
-        self.hub.poke()
         return empty_pb2.Empty()
 
     async def RotateToken(self, request, context):

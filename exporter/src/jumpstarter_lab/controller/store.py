@@ -69,10 +69,19 @@ leases = sa.Table(
     sa.Column("alive_until", sa.Float, nullable=False),
     sa.Column("epoch", sa.Integer, nullable=False, default=0),
     sa.Column("reason", sa.Text, nullable=False, default=""),
+    # The exporter selectors the client's capabilities allow, copied at request time (JSON list).
+    sa.Column("allowed", sa.Text, nullable=False, server_default="[]"),
+    # The lease clock value of the transaction that last wrote the row: replicas read what changed.
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("one_grant_per_exporter", "namespace", "exporter", unique=True,
              sqlite_where=sa.text("state = 'granted'"), postgresql_where=sa.text("state = 'granted'")),
     sa.Index("leases_by_state", "state", "priority", "requested_at"),
+    sa.Index("leases_by_seq", "seq"),
 )
+
+# One row, incremented first by every transaction that changes leases: writers on every
+# replica queue on its row lock, and its value stamps the rows they write.
+lease_clock = sa.Table("lease_clock", metadata, sa.Column("seq", sa.BigInteger, nullable=False))
 
 dials = sa.Table(
     "dials", metadata,
@@ -84,8 +93,14 @@ dials = sa.Table(
     sa.Column("taken", sa.Boolean, nullable=False, default=False),
 )
 
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, list[str]] = {}  # version -> SQL to reach it from the one before
+SCHEMA_VERSION = 2
+MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one before
+    2: ["ALTER TABLE leases ADD COLUMN allowed TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE leases ADD COLUMN seq BIGINT NOT NULL DEFAULT 0",
+        "CREATE INDEX leases_by_seq ON leases (seq)",
+        "CREATE TABLE lease_clock (seq BIGINT NOT NULL)",
+        "INSERT INTO lease_clock (seq) VALUES (0)"],
+}
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -102,7 +117,9 @@ def engine_for(url: str) -> sa.Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")  # writers queue up instead of failing to upgrade
+            # Writers queue up instead of failing to upgrade; readers (WAL) need no lock.
+            read_only = connection.get_execution_options().get("read_only")
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -125,6 +142,7 @@ class Store:
             if not inspector.has_table("schema_version"):
                 metadata.create_all(conn)
                 conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                conn.execute(lease_clock.insert().values(seq=0))
                 return
             current = conn.execute(sa.select(schema_version.c.version)).scalar_one()
             if current > SCHEMA_VERSION:
@@ -135,7 +153,11 @@ class Store:
                 conn.execute(schema_version.update().values(version=version))
 
     @contextmanager
-    def transaction(self) -> Iterator[sa.Connection]:
+    def transaction(self, read_only: bool = False) -> Iterator[sa.Connection]:
+        if read_only:  # a consistent read that waits for no writer
+            with self.engine.connect() as conn, conn.execution_options(read_only=True).begin():
+                yield conn
+            return
         with self._serial, self.engine.begin() as conn:
             yield conn
 
