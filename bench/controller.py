@@ -1,14 +1,14 @@
 """Controller figures (issue 6): idle cost of many exporters, and lease grant latency under churn.
 
     .venv/bin/python bench/controller.py [--exporters 1000] [--clients 100] [--pool 200] [--seconds 10]
-                                         [--postgres URL]
+                                         [--hold 0] [--postgres URL]
 
 1. `--exporters` simulated exporters register and keep their Status stream open (what a
    real exporter does between leases); the controller's RSS and CPU are read from /proc
    over `--seconds` of idling.
 2. `--clients` clients churn leases over a pool of `--pool` exporters: create (the grant
-   comes back in the same call when an exporter is free), release, again; p50/p99 of
-   the time from CreateLease to a granted lease.
+   comes back in the same call when an exporter is free), hold it `--hold` ms, release,
+   again; p50/p99 of the time from CreateLease to a granted lease.
 The same two loads run first against bench/bare_controller.py, the same RPCs on bare
 grpcio with nothing behind them (no tokens, database or queue): the floor this machine
 sets, printed beside ours as a ratio. Then on SQLite, and on PostgreSQL when --postgres
@@ -88,7 +88,7 @@ async def simulated_exporters(endpoint: str, tokens: list[str], ready: asyncio.E
             await channel.close()
 
 
-async def churn(endpoint: str, tokens: list[str], seconds: float) -> list[float]:
+async def churn(endpoint: str, tokens: list[str], seconds: float, hold: float) -> list[float]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
@@ -102,6 +102,8 @@ async def churn(endpoint: str, tokens: list[str], seconds: float) -> list[float]
                 if not lease.ready:
                     lease = await client.wait_ready(lease.name, 30)
                 latencies.append(time.perf_counter() - start)
+                if hold:
+                    await asyncio.sleep(hold)
                 await client.release(lease.name)
         finally:
             await client.close()
@@ -147,7 +149,7 @@ def run_case(db: str | None, args) -> dict:
             ready, stop = asyncio.Event(), asyncio.Event()
             task = asyncio.ensure_future(simulated_exporters(endpoint, exporter_tokens[:args.pool], ready, stop))
             await asyncio.wait_for(ready.wait(), 600)
-            latencies = await churn(endpoint, client_tokens, args.seconds)
+            latencies = await churn(endpoint, client_tokens, args.seconds, args.hold / 1000)
             stop.set()
             await task
             return latencies
@@ -182,6 +184,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--pool", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--hold", type=float, default=0, help="ms each client holds a lease before releasing it")
     parser.add_argument("--postgres", help="PostgreSQL server URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     cases = {"bare grpcio": run_case(None, args)}
