@@ -6,12 +6,16 @@ import gzip
 import lzma
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import zstandard
 
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.errors import DriverError, DriverInvalidArgument, DriverNotImplemented, ExporterUnavailable
+
+from helpers import subprocess_env, wait_for
 
 PAYLOAD = os.urandom(200_000) + b"\0" * 300_000  # compresses, but not to nothing
 
@@ -108,3 +112,77 @@ sd:
     with connect(exporter.address) as root:
         with pytest.raises(ExporterUnavailable, match="control tool 'sd-mux-ctrl-missing' is not installed"):
             root.sd.host()
+
+
+def test_a_client_killed_mid_upload_leaves_the_old_image(mock_exporter, tmp_path):
+    """An upload cut off by the client's death is an error, not a short image taken for whole."""
+    old = tmp_path / "old.img"
+    old.write_bytes(b"old image")
+    with connect(mock_exporter.address) as root:
+        root.storage.flash(old)
+    fifo = tmp_path / "upload.fifo"
+    os.mkfifo(fifo)
+    uploader = subprocess.Popen([sys.executable, "-c", (
+        "from jumpstarter_lab.client import connect\n"
+        f"with connect({mock_exporter.address!r}) as root:\n"
+        "    root.storage.host()\n"
+        f"    root.storage.write_file({str(fifo)!r})\n")], env=subprocess_env())
+    partial = mock_exporter.image.with_name(mock_exporter.image.name + ".partial")
+    try:
+        with open(fifo, "wb") as feed:
+            feed.write(os.urandom(1 << 20))  # the client reads it from the pipe and pushes it
+            feed.flush()
+            wait_for(lambda: partial.exists() and partial.stat().st_size > 0, 30, "the upload to reach the exporter")
+            uploader.kill()  # mid-upload: the pipe stays open, so the client never saw an end
+            uploader.wait(10)
+    finally:
+        if uploader.poll() is None:
+            uploader.kill()
+    wait_for(lambda: not partial.exists(), 30, "the exporter to drop the cut-off upload")
+    assert mock_exporter.image.read_bytes() == b"old image"
+    new = tmp_path / "new.img"
+    new.write_bytes(b"new image")
+    with connect(mock_exporter.address) as root:  # the exporter goes on serving
+        root.storage.flash(new)
+    assert mock_exporter.image.read_bytes() == b"new image"
+
+
+class FailingSource:
+    """A ByteStream that gives `good` bytes and then fails, as a disk read error would."""
+
+    def __init__(self, good: int):
+        self.left = good
+
+    async def receive(self) -> bytes:
+        if self.left <= 0:
+            raise OSError(5, "Input/output error")
+        self.left -= 65536
+        return os.urandom(65536)
+
+    async def send(self, data: bytes) -> None:
+        pass
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_source_failing_mid_upload_is_not_installed(mock_exporter, tmp_path):
+    """The client's connection stays up but its image source fails: the exporter must see a
+    broken upload (no end-of-stream frame), fail the write, and keep the old image."""
+    old = tmp_path / "old.img"
+    old.write_bytes(b"old image")
+    with connect(mock_exporter.address) as root:
+        root.storage.flash(old)
+        root.storage.host()
+
+        async def push():
+            async with root.storage.resource_async(FailingSource(1 << 20)) as handle:
+                return await root.storage.call_async("write", handle)
+
+        with pytest.raises(ExporterUnavailable, match="broke off before its end"):
+            root.storage.connection.portal.call(push())
+        assert root.storage.call("status") == "host"  # the session is still there
+    assert mock_exporter.image.read_bytes() == b"old image"

@@ -38,10 +38,17 @@ STREAM_REQUEST_METADATA = "request"
 
 
 class RouterFrames:
-    """The server end of a RouterService.Stream call as a ByteStream."""
+    """The server end of a RouterService.Stream call as a ByteStream.
 
-    def __init__(self, context: grpc.aio.ServicerContext):
+    With `whole`, only an end-of-stream (GOAWAY) frame ends the stream cleanly, as our
+    client and upstream's send at the end of their data; a call that just stops (the
+    client cancelled it or went away) raises instead, so a cut-off upload is never taken
+    for a complete one.
+    """
+
+    def __init__(self, context: grpc.aio.ServicerContext, whole: bool = False):
         self._context = context
+        self._whole = whole
 
     async def send(self, data: bytes) -> None:
         await self._context.write(router_pb2.StreamResponse(payload=data))
@@ -49,6 +56,8 @@ class RouterFrames:
     async def receive(self) -> bytes:
         while True:
             frame = await self._context.read()
+            if frame is grpc.aio.EOF and self._whole:
+                raise ConnectionResetError("the client's stream stopped without its end-of-stream frame")
             if frame is grpc.aio.EOF or frame.frame_type == router_pb2.FRAME_TYPE_GOAWAY:
                 return b""
             if frame.frame_type == router_pb2.FRAME_TYPE_DATA and frame.payload:
@@ -283,7 +292,7 @@ class ExporterServicer:
                                "x_jmp_content_encoding": request.get("x_jmp_content_encoding")})
         await context.send_initial_metadata((("resource", resource),))
         try:
-            await forward(RouterFrames(context), local)
+            await forward(RouterFrames(context, whole=True), local, whole=True)  # cut off mid-push: an error
         finally:
             session.resources.pop(handle, None)
 

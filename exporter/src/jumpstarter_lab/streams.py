@@ -32,6 +32,7 @@ class _Half:
     def __init__(self, depth: int):
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(depth)
         self.closed = False
+        self.broken: str | None = None  # why the sender stopped short, when it did
 
 
 class MemoryStream:
@@ -48,12 +49,26 @@ class MemoryStream:
 
     async def receive(self) -> bytes:
         if self._in.closed and self._in.queue.empty():
-            return b""
+            return self._end()
         chunk = await self._in.queue.get()
         if chunk is None:
             self._in.closed = True
-            return b""
+            return self._end()
         return chunk
+
+    def _end(self) -> bytes:
+        if self._in.broken:
+            raise ClosedStream(self._in.broken)
+        return b""
+
+    def abort(self, reason: str) -> None:
+        """End what this end sends short: the peer gets what was queued, then ClosedStream(reason)
+        instead of a clean end (so a cut-off upload is never taken for a whole one)."""
+        if not self._out.closed:
+            self._out.broken = reason
+            self._out.closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self._out.queue.put_nowait(None)
 
     async def send_eof(self) -> None:
         if not self._out.closed:
@@ -174,17 +189,26 @@ class FileSink:
             await asyncio.to_thread(self._file.close)
 
 
-async def _copy(dst: ByteStream, src: ByteStream) -> None:
+async def _copy(dst: ByteStream, src: ByteStream, whole: bool) -> None:
+    complete = False
     try:
         while chunk := await src.receive():
             await dst.send(chunk)
+        complete = True
     except (ConnectionError, OSError):
         pass
     finally:
-        with contextlib.suppress(ConnectionError, OSError):
-            await dst.send_eof()
+        if not complete and whole and hasattr(dst, "abort"):
+            dst.abort("the stream broke off before its end (the sender went away or failed)")
+        else:
+            with contextlib.suppress(ConnectionError, OSError):
+                await dst.send_eof()
 
 
-async def forward(a: ByteStream, b: ByteStream) -> None:
-    """Copy a→b and b→a until both sides have sent EOF or one has failed."""
-    await asyncio.gather(_copy(a, b), _copy(b, a))
+async def forward(a: ByteStream, b: ByteStream, *, whole: bool = False) -> None:
+    """Copy a→b and b→a until both sides have sent EOF or one has failed.
+
+    With `whole`, data must arrive whole: a side whose source fails or is cancelled
+    aborts its destination (when the destination can tell an abort from an end)
+    rather than ending it cleanly."""
+    await asyncio.gather(_copy(a, b, whole), _copy(b, a, whole))

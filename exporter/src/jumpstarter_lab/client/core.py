@@ -63,6 +63,11 @@ class ClientFrames:
     async def aclose(self) -> None:
         self._call.cancel()
 
+    def abort(self, reason: str) -> None:
+        """Stop sending without the end-of-stream frame: the exporter sees the call cancelled."""
+        self._eof_sent = True
+        self._call.cancel()
+
 
 async def _raise_if_refused(call, what: str) -> dict:
     """Wait for a stream's start; an exporter that refused it has ended the call with a status."""
@@ -213,7 +218,7 @@ class DriverClient:
             call.cancel()
             raise ExporterUnavailable(f"{what}: exporter did not accept the stream")
         frames = ClientFrames(call, what)
-        pushing = asyncio.ensure_future(forward(frames, source))
+        pushing = asyncio.ensure_future(forward(frames, source, whole=True))
         try:
             yield json.loads(metadata["resource"])
         finally:
