@@ -60,7 +60,7 @@ def test_bad_images_fail_clearly_and_keep_the_old_one(mock_exporter, tmp_path):
             root.storage.write_file(good)
         root.storage.flash(good)
         root.storage.host()
-        with pytest.raises(DriverInvalidArgument, match="the image is not valid gzip data"):
+        with pytest.raises(DriverInvalidArgument, match="the gzip image is corrupt or truncated"):
             root.storage.write_file(broken)
     assert mock_exporter.image.read_bytes() == b"old image"
     assert not list(mock_exporter.image.parent.glob("*.partial"))

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,8 @@ from jumpstarter_lab.streams import SocketStream
 from jumpstarter_lab_driver_network.driver import NetworkInterface
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
 from jumpstarter_lab_driver_serial.interface import SerialInterface
+from jumpstarter_lab_driver_storage.image import write_image
 
-from .flash import StreamReader, write_image
 from .machine import MACHINES, Forward, Machine, Spec
 
 CONNECT_TIMEOUT = 10.0
@@ -142,16 +141,9 @@ class QemuStorage(Driver):
             raise ValueError(f"storage is attached to '{self._machine.storage}'; call host() before write()")
         handle = json.loads(src) if isinstance(src, str) else src
         encoding = handle.get("x_jmp_content_encoding") if isinstance(handle, dict) else None
-        partial = self._machine.workdir / f"flash-{uuid.uuid4().hex}.partial"
-        try:
-            async with self.resource(src) as stream:
-                reader = StreamReader(stream, asyncio.get_running_loop())
-                result = await asyncio.to_thread(write_image, reader, partial, encoding)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        disk = self._machine.workdir / "disk.img"
-        partial.replace(disk)
+        disk = self._machine.workdir / "disk.img"  # replaced whole at the end: a running guest keeps its old one
+        async with self.resource(src) as stream:
+            result = await write_image(stream, disk, encoding)
         self._machine.flashed(disk)
         self.logger.info("flashed a %s image: %d bytes on the disk%s", result["compression"], result["bytes_written"],
                          " (the running guest keeps its old disk until it is powered off)" if self._machine.powered else "")

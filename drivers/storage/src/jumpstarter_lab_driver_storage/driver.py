@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 import time
@@ -27,11 +28,13 @@ class ImageStorage(StorageMuxInterface, Driver):
             raise ValueError(f"storage is attached to '{self.side}'; call host() before {what}()")
 
     @export
-    async def write(self, src: dict) -> dict:
-        """Write an image pushed by the client (raw, gzip, xz or zstd); returns sizes and sha256"""
+    async def write(self, src: dict | str) -> dict:
+        """Write an image pushed by the client (raw, gzip, xz, bzip2 or zstd); returns sizes and sha256"""
         self._require_host("write")
+        handle = json.loads(src) if isinstance(src, str) else src
+        encoding = handle.get("x_jmp_content_encoding") if isinstance(handle, dict) else None
         async with self.resource(src) as stream:
-            result = await write_image(stream, self._medium())
+            result = await write_image(stream, self._medium(), encoding)
         self.logger.info("wrote %d bytes (%s, %d received) to %s", result["bytes_written"], result["compression"],
                          result["bytes_received"], self._medium())
         return result

@@ -1,4 +1,4 @@
-"""Write an image pushed by a client to a file: raw, or gzip/xz/bzip2/zstd-compressed, decompressed here.
+"""Decoding an image pushed by a client: raw, or gzip/xz/bzip2/zstd-compressed, decompressed here.
 
 The format comes from the resource's content encoding when the client named one, otherwise
 from the data's first bytes. Decompression and writing run in one worker thread that pulls
@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -169,11 +170,12 @@ def _decoder(kind: str, source: StreamReader):
     return buffered
 
 
-def write_image(source: StreamReader, target: Path, encoding: str | None = None) -> dict:
+def decode_image(source: StreamReader, target: Path, encoding: str | None = None, *, sparse: bool = True) -> dict:
     """Decode `source` into `target` (runs in a worker thread).
 
-    Returns what the storage family's clients check: bytes received and written, the sha256
-    of what was received, and the compression.
+    With `sparse`, runs of zeros are skipped over (holes in a regular file); a block device
+    gets every byte written. Returns what the storage family's clients check: bytes received
+    and written, the sha256 of what was received, and the compression.
     """
     kind = detect(source.peek(6), encoding)
     frames = None
@@ -185,14 +187,17 @@ def write_image(source: StreamReader, target: Path, encoding: str | None = None)
     try:
         with open(target, "wb") as out:
             while piece := decoder.read(PIECE):
-                if piece.count(0) == len(piece):
+                if sparse and piece.count(0) == len(piece):
                     out.seek(len(piece), io.SEEK_CUR)  # a hole: sparse files keep disk use low
                 else:
                     out.write(piece)
                 size += len(piece)
-            out.truncate(size)
-    except TimeoutError:
-        raise
+            if sparse:
+                out.truncate(size)
+            out.flush()
+            os.fsync(out.fileno())
+    except (TimeoutError, ConnectionError):
+        raise  # the stream, not the data
     except (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # the disk, not the data
