@@ -25,7 +25,13 @@ import time
 from dataclasses import dataclass
 
 ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-CHUNK = 48 * 1024  # bytes of a file sent per heredoc command
+CHUNK = 48 * 1024  # bytes of a file per command of a put or fetch
+LINE = 4000  # base64 characters per line typed to the board: under the tty's canonical limit of 4095
+WINDOW = 3  # chunks of a put sent ahead of the board's acknowledgements
+FETCH_BLOCKS = (CHUNK, 4096, 512, 512)  # bytes per line of a fetch: first, then for what arrived damaged
+CACHED_LINE = (16 * 1024, 1024 * 1024)  # lengths of an input's lines kept in the board's cache
+CACHE_ENTRIES = 32  # lines the board's cache keeps, the newest
+CACHED_PER_INPUT = 16  # at most, so that the question to the board stays a short line
 
 
 class ConsoleError(Exception):
@@ -175,15 +181,54 @@ class SerialShell:
     def _files(self, token: str) -> str:
         return f"{self.tmpdir}/.jl-{token}"
 
-    @staticmethod
-    def _transfer(data: bytes, target: str) -> str:
+    def _transfer(self, data: bytes, target: str) -> str:
         """Shell text that writes `data` to `target`: `head` reads exactly the base64 that follows
-        the line, so the shell never parses it (gzip-compressed on the wire when that pays)."""
-        packed = gzip.compress(data, 6, mtime=0)
-        compressed = len(packed) < len(data) * 0.9
-        encoded = base64.encodebytes(packed if compressed else data).decode()
-        decode = "base64 -d | gunzip -c" if compressed else "base64 -d"
-        return f"head -c {len(encoded)} | {decode} > {target}\n{encoded}"
+        the line, so the shell never parses it (gzip-compressed on the wire when that pays). Should
+        the decoder stop early (a full disk), `cat` reads the rest: it never reaches the shell.
+
+        Long lines of a large input (the zipped code of an Ansible module, the same in every task
+        that runs the module) are kept in a cache on the board and not sent again: the board is
+        asked which it has, and the file put together is checked against the input's sha256.
+        """
+        segments = _segments(data)
+        if len(segments) == 1 and not segments[0][1]:
+            encoded, decode = _encode(data)
+            return f"head -c {len(encoded)} | {{ {decode} > {target}; cat > /dev/null; }}\n{encoded}"
+        cache = f"{self.tmpdir}/.jl-cache-$(id -u)"
+        wanted = [hashlib.sha256(segment).hexdigest() for segment, cacheable in segments if cacheable]
+        have = self._cached(cache, wanted)
+        text, stored = f": > {target}\n", False
+        for segment, cacheable in segments:
+            digest = hashlib.sha256(segment).hexdigest() if cacheable else ""
+            if digest in have:
+                text += f"cat {cache}/{digest} >> {target}\n"
+                continue
+            encoded, decode = _encode(segment)
+            if cacheable:
+                entry, stored = f"{cache}/{digest}", True
+                text += (f"head -c {len(encoded)} | {{ {decode} | tee {entry}.part >> {target}; cat > /dev/null; }}; "
+                         f"mv -f {entry}.part {entry} 2>/dev/null\n{encoded}")
+            else:
+                text += f"head -c {len(encoded)} | {{ {decode} >> {target}; cat > /dev/null; }}\n{encoded}"
+        # A damaged or tampered entry: start the cache afresh, and no input file rather than a wrong one.
+        text += (f'[ "$(sha256sum < {target} | cut -c1-64)" = {hashlib.sha256(data).hexdigest()} ] || '
+                 f"rm -f {cache}/* {target}\n")
+        if stored:  # keep the newest entries only
+            text += f"(cd {cache} && ls -t | tail -n +{CACHE_ENTRIES + 1} | xargs rm -f)\n"
+        return text
+
+    def _cached(self, cache: str, digests: list[str]) -> set[str]:
+        """Which of `digests` the board's cache holds intact (none, should its answer not come)."""
+        token = secrets.token_hex(6)
+        self.send(f"(mkdir -p -m 700 {cache} 2>/dev/null; b=; for h in {' '.join(digests)}; do "
+                  f"if [ \"$(sha256sum < {cache}/$h 2>/dev/null | cut -c1-64)\" = $h ]; then b=${{b}}1; else b=${{b}}0; fi; "
+                  f"done; printf 'JL''C:{token}:%s\\n' \"$b\" \"$b\")\n")  # twice: console noise may cut one
+        try:
+            _name, match = self.expect({"cache": rb"^JLC:" + token.encode() + rb":([01]*)$"}, 15, "the board's cache")
+        except ConsoleTimeout:
+            return set()
+        bits = match.group(1).decode()
+        return {digest for digest, bit in zip(digests, bits) if bit == "1"} if len(bits) == len(digests) else set()
 
     def run(self, command: str, stdin: bytes | None = None, *, timeout: float = 600,
             on_prompt: tuple[bytes, bytes] | None = None) -> Result:
@@ -250,35 +295,152 @@ class SerialShell:
     # --- files -----------------------------------------------------------------------------
 
     def put(self, data: bytes, path: str, *, timeout: float = 600) -> None:
-        """Write `data` to `path` on the board: chunks into a temp file, checksum, then mv."""
+        """Write `data` to `path` on the board: chunks streamed into a temp file, checksum, then mv.
+
+        The chunks go out back to back, at most WINDOW ahead of the board's acknowledgements (each
+        says how large the temp file has grown): the line never waits a round trip per chunk, a
+        size that does not add up stops the transfer, and a board that stops taking data fails
+        within `timeout`. The sha256 of the whole file is checked on the board before the mv.
+        """
         token = secrets.token_hex(8)
         part = f"{self._files(token)}.put"
         digest = hashlib.sha256(data).hexdigest()
-        result = self.run(f": > {part}", timeout=timeout)
-        for offset in range(0, max(len(data), 1), CHUNK):
-            chunk = data[offset:offset + CHUNK]
-            if not chunk:
-                break
-            result = self.run(f"cat >> {part}", stdin=chunk, timeout=timeout)
-            if result.rc != 0:
-                break
-        if result.rc == 0:
-            result = self.run(f'test "$(sha256sum < {part} | cut -c1-64)" = {digest} && mv -f {part} {_quote(path)}',
-                              timeout=timeout)
+        starts = range(0, max(len(data), 1), CHUNK)
+        ack = rb"^JLP:" + token.encode() + rb":(\d+):[ \t]*(-?\d+)[ \t]*$"
+        acked = -1
+
+        def wait_for(index: int) -> None:
+            nonlocal acked
+            while acked < index:  # a later acknowledgement stands for an earlier one cut by console noise
+                _name, match = self.expect({"ack": ack}, timeout, f"the board to take chunk {acked + 1} of {path}")
+                got, size = int(match.group(1)), int(match.group(2))
+                expected = min(starts[got] + CHUNK, len(data))
+                if size != expected:
+                    raise _Short(f"the board could not write {part}" if size < 0 else
+                                 f"{part} has {size} bytes after chunk {got} where {expected} were sent")
+                acked = max(acked, got)
+
+        try:
+            for index, start in enumerate(starts):
+                if acked < index - WINDOW:
+                    wait_for(index - WINDOW)
+                encoded, decode = _encode(data[start:start + CHUNK])
+                self.send(f"head -c {len(encoded)} | {{ {decode} {'>' if index == 0 else '>>'} {part}; cat > /dev/null; }}; "
+                          f"printf 'JL''P:{token}:{index}:%s\\n' \"$(wc -c 2>/dev/null < {part} || echo -1)\"\n{encoded}")
+        except _Short as e:
+            self.run(f"rm -f {part}", timeout=timeout)
+            raise ConsoleError(f"writing {path} on the board failed: {e}") from None
+        result = self.run(f'test "$(sha256sum < {part} | cut -c1-64)" = {digest} && mv -f {part} {_quote(path)}',
+                          timeout=timeout)
         if result.rc != 0:
             self.run(f"rm -f {part}", timeout=timeout)
-            raise ConsoleError(f"writing {path} on the board failed: {result.stderr.decode(errors='replace').strip()}"
-                               or "checksum mismatch after transfer")
+            detail = result.stderr.decode(errors="replace").strip() or "checksum mismatch after transfer"
+            raise ConsoleError(f"writing {path} on the board failed: {detail}")
 
     def fetch(self, path: str, *, timeout: float = 600) -> bytes:
-        result = self.run(f"cat {_quote(path)}", timeout=timeout)
+        """Read `path` on the board: its size and sha256, then its chunks printed by one shell loop,
+        each as one line of base64 with its own sha256. A chunk damaged on the way (a kernel message
+        cut into its line) is read again, alone, in smaller pieces; the whole is checked at the end."""
+        quoted = _quote(path)
+        result = self.run(f"cat {quoted} > /dev/null && wc -c < {quoted} && sha256sum < {quoted} | cut -c1-64",
+                          timeout=timeout)
         if result.rc != 0:
             raise ConsoleError(f"reading {path} on the board failed: {result.stderr.decode(errors='replace').strip()}")
-        return result.stdout
+        size_text, digest = result.stdout.split()
+        size = int(size_text)
+        pieces: dict[int, bytes] = {}  # offset: bytes arrived intact
+        wanted = [(0, size)] if size else []  # (offset, length) still to read
+        for attempt, block in enumerate(FETCH_BLOCKS):
+            if not wanted:
+                break
+            if attempt:
+                self.log(f"{len(wanted)} pieces of {path} arrived damaged; reading them again in {block}-byte pieces")
+            indices = [offset // block for start, length in wanted for offset in range(start, start + length, block)]
+            self._fetch_pieces(quoted, block, indices, pieces, timeout)
+            wanted = [(index * block, min(block, size - index * block)) for index in indices if index * block not in pieces]
+        if wanted:
+            raise ConsoleError(f"reading {path} on the board failed: it kept arriving damaged on the console")
+        data = bytearray()
+        while len(data) < size and len(data) in pieces:
+            data += pieces[len(data)]
+        if hashlib.sha256(data).hexdigest().encode() != digest:
+            raise ConsoleError(f"reading {path} on the board failed: the file changed while it was read")
+        return bytes(data)
+
+    def _fetch_pieces(self, quoted: str, block: int, indices: list[int], pieces: dict[int, bytes], timeout: float) -> None:
+        """Have the board print pieces `indices` (of `block` bytes) of a file, one line each; keep the intact ones."""
+        token = secrets.token_hex(8)
+        read = f"dd if={quoted} bs={block} skip=$i count=1 2>/dev/null"
+        # One printf per line: a short line leaves in one write, which nothing else on the tty cuts into.
+        body = (f"h=$({read} | sha256sum | cut -c1-64); d=$({read} | base64 | tr -d '\\n'); "
+                f"printf 'F{token}:%s:%s:%s\\n' $i \"$h\" \"$d\"")
+        if indices[-1] - indices[0] == len(indices) - 1:
+            loop = f"i={indices[0]}; while [ $i -le {indices[-1]} ]; do {body}; i=$((i + 1)); done"
+        else:
+            loop = f"for i in {' '.join(map(str, indices))}; do {body}; done"
+        script = f"{self._files(token)}.sh"
+        text = f"rm -f {script}\n{loop}\nprintf '%s\\n' {split_word('JLF:' + token)}\n"  # sh keeps it open
+        self.send(self._transfer(text.encode(), script) + f"/bin/sh {script}\n")
+        line_rx = re.compile(rb"F" + token.encode() + rb":(\d+):([0-9a-f]{64}):([A-Za-z0-9+/=]*)$")
+        end = b"JLF:" + token.encode()
+        deadline = time.monotonic() + timeout
+        scan = 0
+        while True:
+            newline = self.buffer.find(b"\n", scan)
+            if newline < 0:
+                scan = len(self.buffer)
+                self._fill(deadline, f"{quoted} from the board")
+                continue
+            line, self.buffer, scan = self.buffer[:newline], self.buffer[newline + 1:], 0
+            if end in line:
+                return
+            match = line_rx.search(line)
+            if not match:
+                continue
+            try:
+                piece = base64.b64decode(match.group(3), validate=True)
+            except ValueError:
+                continue
+            if hashlib.sha256(piece).hexdigest().encode() == match.group(2):
+                pieces[int(match.group(1)) * block] = piece
+                deadline = time.monotonic() + timeout  # the timeout is for a board that stops sending
 
 
 class _Corrupt(ConsoleError):
     pass
+
+
+class _Short(ConsoleError):
+    """A put's temp file on the board is not as long as what was sent."""
+
+
+def _segments(data: bytes) -> list[tuple[bytes, bool]]:
+    """`data` cut into (piece, cacheable): lines of a length worth caching alone, what lies between together."""
+    segments: list[tuple[bytes, bool]] = []
+    start = position = 0
+    cacheable = 0
+    while len(data) >= CACHED_LINE[0] and position < len(data):
+        end = data.find(b"\n", position) + 1 or len(data)
+        if CACHED_LINE[0] <= end - position <= CACHED_LINE[1] and cacheable < CACHED_PER_INPUT:
+            cacheable += 1
+            if position > start:
+                segments.append((data[start:position], False))
+            segments.append((data[position:end], True))
+            start = end
+        position = end
+    if start < len(data) or not segments:
+        segments.append((data[start:], False))
+    return segments
+
+
+def _encode(data: bytes) -> tuple[str, str]:
+    """`data` as base64 in lines the tty takes whole (gzip-compressed when that pays), and the shell
+    command that decodes it."""
+    packed = gzip.compress(data, 6, mtime=0)
+    compressed = len(packed) < len(data) * 0.9
+    text = base64.b64encode(packed if compressed else data).decode()
+    lines = "".join(text[i:i + LINE] + "\n" for i in range(0, len(text), LINE))
+    return lines, "base64 -d | gunzip -c" if compressed else "base64 -d"
 
 
 def _decode_lines(body: bytes, prefix: bytes) -> bytes:

@@ -1,0 +1,192 @@
+"""SerialShell's file transfer (put, fetch) against a real bash on a pseudo-terminal, as a console has it."""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import importlib.util
+import os
+import queue
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("jl_serial_shell", ROOT / "plugins" / "plugin_utils" / "serial_shell.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+serial_shell = _load()
+
+
+def _controlling_tty():
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class PtyConsole:
+    """A channel (send, receive(timeout)) to an interactive bash on a pty; a thread keeps reading its output."""
+
+    def __init__(self, home: Path):
+        master, slave = os.openpty()
+        self.tty = os.ttyname(slave)
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "PS1": "board# ", "TERM": "dumb"}
+        self.process = subprocess.Popen(["/bin/bash", "--noprofile", "--norc", "-i"], stdin=slave, stdout=slave,
+                                        stderr=slave, env=env, cwd=home, start_new_session=True,
+                                        preexec_fn=_controlling_tty)
+        os.close(slave)
+        self.master = master
+        self.output: queue.Queue[bytes] = queue.Queue()
+        self.sent = 0
+        threading.Thread(target=self._pump, daemon=True).start()
+        seen = b""
+        while b"board# " not in seen:  # bash is up (a Ctrl-C before it is would kill it): a board's shell is running
+            seen += self.receive(30)
+
+    def _pump(self):
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the shell has gone
+                data = b""
+            self.output.put(data)
+            if not data:
+                return
+
+    def send(self, data: bytes) -> None:
+        self.sent += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.master, view):]
+
+    def receive(self, timeout: float) -> bytes:
+        try:
+            return self.output.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+
+    def close(self):
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        os.close(self.master)
+
+
+@pytest.fixture
+def board(tmp_path):
+    home = tmp_path / "board"
+    home.mkdir()
+    console = PtyConsole(home)
+    shell = serial_shell.SerialShell(console, tmpdir=str(home))
+    shell.attach(None, None, 30)
+    shell.console = console
+    yield shell
+    console.close()
+
+
+def leftovers(shell) -> list[str]:
+    """Temp files of puts and fetches left on the board (a command first, so what was sent before has run)."""
+    shell.run("true")
+    return sorted(p.name for p in Path(shell.tmpdir).iterdir() if p.name.endswith((".put", ".sh")))
+
+
+@pytest.mark.parametrize("size", [0, 1, 48 * 1024, 300 * 1024 + 7])
+def test_put_and_fetch_exact_bytes(board, tmp_path, size):
+    data = os.urandom(size)
+    target = tmp_path / "dir with 'quote'" / "blob.bin"
+    target.parent.mkdir()
+    board.put(data, str(target))
+    assert target.read_bytes() == data
+    assert board.fetch(str(target)) == data
+    assert leftovers(board) == []
+    assert board.run("echo still here").stdout == b"still here\n"
+
+
+def test_compressible_data_goes_gzipped_and_lines_stay_under_the_tty_limit(board, tmp_path):
+    data = b"mode=lab\n" * 200_000  # 1.8 MB of text
+    target = tmp_path / "app.ini"
+    before = board.console.sent
+    board.put(data, str(target))
+    assert target.read_bytes() == data
+    assert board.console.sent - before < len(data) / 20  # it crossed the line compressed
+    encoded, decode = serial_shell._encode(os.urandom(100_000))
+    assert decode == "base64 -d"
+    assert max(len(line) for line in encoded.split("\n")) < 4095
+    assert "gunzip" in board._transfer(data, "/x").split("\n")[0]
+
+
+def test_put_into_a_missing_directory_fails_cleanly_and_the_shell_goes_on(board, tmp_path):
+    with pytest.raises(serial_shell.ConsoleError, match=r"writing .*/nowhere/f on the board failed: .*No such file or directory"):
+        board.put(os.urandom(100_000), str(tmp_path / "nowhere" / "f"))
+    assert leftovers(board) == []
+    result = board.run("echo ok")
+    assert (result.rc, result.stdout, result.stderr) == (0, b"ok\n", b"")
+
+
+def test_fetch_of_a_missing_file_names_it(board, tmp_path):
+    with pytest.raises(serial_shell.ConsoleError, match=r"reading .*/absent on the board failed: .*No such file or directory"):
+        board.fetch(str(tmp_path / "absent"))
+
+
+def test_kernel_messages_on_the_console_do_not_corrupt_transfers(board, tmp_path):
+    """Lines written straight to the board's terminal, as printk does, cut into acknowledgements and chunks."""
+    stop = threading.Event()
+    count = [0]
+
+    def noise():
+        with open(board.console.tty, "w") as terminal:
+            while not stop.is_set():
+                count[0] += 1
+                terminal.write(f"[ {count[0]}.123456] usb 1-1: new device\n")
+                terminal.flush()
+                time.sleep(0.002)
+
+    data = os.urandom(600 * 1024)
+    target = tmp_path / "noisy.bin"
+    thread = threading.Thread(target=noise)
+    thread.start()
+    try:
+        board.put(data, str(target))
+        fetched = board.fetch(str(target))
+    finally:
+        stop.set()
+        thread.join()
+    assert count[0] > 20, "the noise did not run alongside the transfers"
+    assert target.read_bytes() == data
+    assert fetched == data
+
+
+def test_long_input_lines_are_sent_once_then_taken_from_the_boards_cache(board, monkeypatch):
+    """As an Ansible module's zipped code is: the same long line in the input of every task running the module."""
+    code = base64.b64encode(os.urandom(120_000))
+
+    def run_module(params: bytes):
+        stdin = b"#!/usr/bin/python3\nparams = '" + params + b"'\nzip_data = '" + code + b"'\nend\n"
+        before = board.console.sent
+        result = board.run("sha256sum", stdin=stdin)
+        assert result.rc == 0 and result.stdout.split()[0].decode() == hashlib.sha256(stdin).hexdigest()
+        return board.console.sent - before
+
+    first = run_module(b"path=/a")
+    assert first > len(code)
+    assert run_module(b"path=/b, another task") < 5_000  # only what changed crossed the line
+    cache = Path(board.tmpdir) / f".jl-cache-{os.getuid()}"
+    (entry,) = cache.iterdir()
+    entry.write_bytes(b"tampered")
+    assert run_module(b"path=/c") > len(code)  # a damaged entry is not used: the line is sent again
+    monkeypatch.setattr(serial_shell, "CACHE_ENTRIES", 2)
+    for _other in range(3):
+        code = base64.b64encode(os.urandom(20_000))
+        run_module(b"")
+    assert len(list(cache.iterdir())) == 2
