@@ -17,6 +17,7 @@ test: bootstrap
 
 bench: bootstrap
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/connection.py
 
 proto: bootstrap
 	$(VENV)/bin/python scripts/gen_proto.py
