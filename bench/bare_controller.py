@@ -32,7 +32,9 @@ class Bare:
         self.streams: dict[str, asyncio.Queue] = {}  # exporter -> its Status stream
 
 
-class Controller(jumpstarter_pb2_grpc.ControllerServiceServicer):
+class Controller:
+    """The exporters' side: Register and Status (the generated servicer's names, added below)."""
+
     def __init__(self, state: Bare):
         self.state = state
 
@@ -48,7 +50,9 @@ class Controller(jumpstarter_pb2_grpc.ControllerServiceServicer):
             yield jumpstarter_pb2.StatusResponse(leased=lease is not None, lease_name=lease or "")
 
 
-class Clients(client_pb2_grpc.ClientServiceServicer):
+class Clients:
+    """The clients' side: CreateLease and DeleteLease."""
+
     def __init__(self, state: Bare):
         self.state = state
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -171,3 +172,82 @@ def process_gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
     except (FileNotFoundError, IndexError):
         return True
+
+
+# --- distributed mode: a controller, clients and exporters as real processes --------------------
+
+DISTRIBUTED_EXPORT = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"},
+                      "echo": {"type": "jumpstarter_driver_network.driver.EchoNetwork"}}
+
+
+class Process:
+    """A long-running jumpstarter-lab command whose first stdout line says it is ready."""
+
+    def __init__(self, args: list[str], log: Path, ready: str):
+        self.args, self.log, self.ready = args, log, ready
+        self.start()
+
+    def start(self) -> None:
+        self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([CLI, *self.args], stdout=subprocess.PIPE, stderr=self._log,
+                                        env=subprocess_env(), start_new_session=True)
+        line = self.process.stdout.readline().decode()
+        assert line.startswith(self.ready), f"{self.args[0]} did not start: {line!r}\n{self.log.read_text()}"
+        self.line = line.strip()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        self.process.stdout.close()
+        self._log.close()
+        return code
+
+
+class ControllerLab:
+    """A controller (or several replicas) on one database, clients and exporters made with `admin`."""
+
+    def __init__(self, workdir: Path, db: str, serve: tuple[str, ...] = ("--insecure",),
+                 trust: tuple[str, ...] = ("--insecure",)):
+        """`serve`: the controller's TLS options; `trust`: how clients and exporters reach it."""
+        self.workdir, self.db, self.serve, self.trust = workdir, db, serve, trust
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.started: list[Process] = []
+        self.controller_process = self.controller()
+
+    def controller(self, port: int | None = None, *extra: str) -> Process:
+        port = port or self.port
+        process = Process(["controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", *self.serve,
+                           "--exporter-grace", "4", *extra], self.workdir / f"controller-{port}.log", "listening on")
+        self.started.append(process)
+        return process
+
+    def client(self, name: str, *extra: str, endpoint: str | None = None):
+        path = self.workdir / f"{name}.yaml"
+        result = cli("admin", "create-client", name, "--db", self.db, "--endpoint", endpoint or self.endpoint,
+                     *self.trust, "-o", str(path), *extra)
+        assert result.returncode == 0, result.stderr
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        from jumpstarter_lab.client.lease import ClientConfig
+
+        return ClientConfig.load(path)
+
+    def exporter(self, name: str, *labels: str, endpoint: str | None = None, export: dict | None = None) -> Process:
+        """An exporter process serving `export` (a mock power and an echo network by default)."""
+        config = self.workdir / f"{name}.yaml"
+        export_file = self.workdir / f"{name}-export.yaml"
+        export_file.write_text(yaml.safe_dump({"export": export or DISTRIBUTED_EXPORT}))
+        args = ["admin", "create-exporter", name, "--db", self.db, "--endpoint", endpoint or self.endpoint, *self.trust,
+                "--export-from", str(export_file), "-o", str(config)]
+        for label in labels:
+            args += ["--label", label]
+        assert cli(*args).returncode == 0
+        process = Process(["exporter", "run", "--config", str(config)], self.workdir / f"{name}.log", "registered with")
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.started):
+            if process.process.poll() is None:
+                process.stop()

@@ -168,6 +168,7 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client im
     NETWORK_LABEL,
     SERIAL_LABEL,
     exporter,
+    exporter_key,
     find_driver,
 )
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_shell import (
@@ -203,7 +204,7 @@ class Connection(ConnectionBase):
                 self._connected = True
                 return self
             console = find_driver(root, self.get_option("console"), SERIAL_LABEL, "console")
-            stack.enter_context(self._console_lock(self.get_option("jumpstarter_host"), console.name))
+            stack.enter_context(self._console_lock(exporter_key(self.get_option), console.name))
             stream = stack.enter_context(console.stream())
             prompts = Prompts(login=to_bytes(self.get_option("login_prompt")),
                               password=to_bytes(self.get_option("password_prompt")),

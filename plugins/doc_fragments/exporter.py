@@ -9,17 +9,37 @@ options:
   jumpstarter_host:
     description:
       - Where the board's exporter listens - a Unix socket path (local mode) or C(HOST:PORT) (standalone mode).
+      - One of O(jumpstarter_host) or O(jumpstarter_lease) is needed.
     type: str
-    required: true
     vars:
       - name: jumpstarter_host
     env:
       - name: JUMPSTARTER_HOST
+  jumpstarter_lease:
+    description:
+      - Name of a granted lease (distributed mode) whose exporter to reach, through the controller named in
+        O(jumpstarter_client_config); for example from C(jumpstarter-lab lease create). Takes precedence over
+        O(jumpstarter_host).
+      - Every connection of a lease joins the lease's one exporter session, so board state carries from task to
+        task; the lease is renewed while a task is connected.
+    type: str
+    vars:
+      - name: jumpstarter_lease
+    env:
+      - name: JMP_LEASE
+  jumpstarter_client_config:
+    description: Client config file (endpoint, token, TLS, driver allowlist) to reach the controller with a lease.
+    type: path
+    vars:
+      - name: jumpstarter_client_config
+    env:
+      - name: JMP_CLIENT_CONFIG
   jumpstarter_session:
     description:
       - Name of the exporter session to join, so tasks, modules and the connection share one set of driver
         instances (a board powered on by one task is still on in the next).
-      - Defaults to C(ansible-) followed by the inventory host name.
+      - Defaults to C(ansible-) followed by the inventory host name. Not used with a lease (the lease is the
+        session).
     type: str
     vars:
       - name: jumpstarter_session

@@ -11,6 +11,7 @@ from ansible.errors import AnsibleConnectionFailure
 try:
     from jumpstarter_lab.client import Allowlist, connect
     from jumpstarter_lab.client.allowlist import DEFAULT_ALLOW
+    from jumpstarter_lab.client.lease import ClientConfig, connect_lease
     from jumpstarter_lab.errors import JumpstarterLabError
 except ImportError as e:  # the controller's Python lacks the library
     IMPORT_ERROR: Exception | None = e
@@ -28,19 +29,41 @@ def require_library() -> None:
             "install the collection's exporter/ distribution into the Python that runs Ansible")
 
 
+def exporter_key(get_option) -> str:
+    """What names the board's exporter for this host: its lease, or its address."""
+    lease = get_option("jumpstarter_lease")
+    if lease:
+        return f"lease {lease}"
+    address = get_option("jumpstarter_host")
+    if not address:
+        raise AnsibleConnectionFailure("no exporter for this host: set jumpstarter_host (a socket path or HOST:PORT) "
+                                       "or jumpstarter_lease with jumpstarter_client_config")
+    return address
+
+
 @contextlib.contextmanager
 def exporter(get_option, host_name: str, timeout: float):
     """Connect with the plugin's options; errors become AnsibleConnectionFailure naming the exporter."""
     require_library()
-    address = get_option("jumpstarter_host")
-    session = get_option("jumpstarter_session") or f"ansible-{host_name}"
-    allow = Allowlist(list(DEFAULT_ALLOW) + list(get_option("jumpstarter_allow") or []))
+    key = exporter_key(get_option)
+    extra = list(get_option("jumpstarter_allow") or [])
     try:
-        with connect(address, allow=allow, tls_ca=get_option("jumpstarter_tls_ca"),
-                     insecure=get_option("jumpstarter_insecure"), session=session, timeout=timeout) as root:
+        if get_option("jumpstarter_lease"):
+            config_path = get_option("jumpstarter_client_config")
+            if not config_path:
+                raise AnsibleConnectionFailure(f"{key}: jumpstarter_client_config names no client config to reach "
+                                               "the controller with")
+            config = ClientConfig.load(config_path)
+            allow = Allowlist([*DEFAULT_ALLOW, *config.allow, *extra])
+            manager = connect_lease(config, get_option("jumpstarter_lease"), allow=allow, timeout=timeout)
+        else:
+            session = get_option("jumpstarter_session") or f"ansible-{host_name}"
+            manager = connect(key, allow=Allowlist([*DEFAULT_ALLOW, *extra]), tls_ca=get_option("jumpstarter_tls_ca"),
+                              insecure=get_option("jumpstarter_insecure"), session=session, timeout=timeout)
+        with manager as root:
             yield root
     except JumpstarterLabError as e:
-        raise AnsibleConnectionFailure(f"exporter {address}: {e}") from None
+        raise AnsibleConnectionFailure(f"exporter {key}: {e}") from None
 
 
 def find_driver(root, path: str | None, label: str, what: str, preferred: str = "console"):

@@ -4,94 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import CLI, cli, free_port, subprocess_env
+from helpers import CLI, ControllerLab, cli, free_port
 from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
 from jumpstarter_lab.errors import AccessDenied, DriverError, NotAuthenticated
-
-EXPORT = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"},
-          "echo": {"type": "jumpstarter_driver_network.driver.EchoNetwork"}}
-
-
-class Process:
-    """A long-running jumpstarter-lab command whose first stdout line says it is ready."""
-
-    def __init__(self, args: list[str], log: Path, ready: str):
-        self.args, self.log, self.ready = args, log, ready
-        self.start()
-
-    def start(self) -> None:
-        self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([CLI, *self.args], stdout=subprocess.PIPE, stderr=self._log,
-                                        env=subprocess_env(), start_new_session=True)
-        line = self.process.stdout.readline().decode()
-        assert line.startswith(self.ready), f"{self.args[0]} did not start: {line!r}\n{self.log.read_text()}"
-        self.line = line.strip()
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        code = self.process.wait(timeout=30)
-        self.process.stdout.close()
-        self._log.close()
-        return code
-
-
-class Lab:
-    """A controller (or several replicas) on one database, clients and exporters made with `admin`."""
-
-    def __init__(self, workdir: Path, db: str, serve: tuple[str, ...] = ("--insecure",),
-                 trust: tuple[str, ...] = ("--insecure",)):
-        """`serve`: the controller's TLS options; `trust`: how clients and exporters reach it."""
-        self.workdir, self.db, self.serve, self.trust = workdir, db, serve, trust
-        self.port = free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.started: list[Process] = []
-        self.controller_process = self.controller()
-
-    def controller(self, port: int | None = None, *extra: str) -> Process:
-        port = port or self.port
-        process = Process(["controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", *self.serve,
-                           "--exporter-grace", "4", *extra], self.workdir / f"controller-{port}.log", "listening on")
-        self.started.append(process)
-        return process
-
-    def client(self, name: str, *extra: str, endpoint: str | None = None) -> ClientConfig:
-        path = self.workdir / f"{name}.yaml"
-        result = cli("admin", "create-client", name, "--db", self.db, "--endpoint", endpoint or self.endpoint,
-                     *self.trust, "-o", str(path), *extra)
-        assert result.returncode == 0, result.stderr
-        assert oct(path.stat().st_mode & 0o777) == "0o600"
-        return ClientConfig.load(path)
-
-    def exporter(self, name: str, *labels: str, endpoint: str | None = None) -> Process:
-        config = self.workdir / f"{name}.yaml"
-        export = self.workdir / "export.yaml"
-        export.write_text(yaml.safe_dump({"export": EXPORT}))
-        args = ["admin", "create-exporter", name, "--db", self.db, "--endpoint", endpoint or self.endpoint, *self.trust,
-                "--export-from", str(export), "-o", str(config)]
-        for label in labels:
-            args += ["--label", label]
-        assert cli(*args).returncode == 0
-        process = Process(["exporter", "run", "--config", str(config)], self.workdir / f"{name}.log", "registered with")
-        self.started.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in reversed(self.started):
-            if process.process.poll() is None:
-                process.stop()
 
 
 @pytest.fixture
 def lab(tmp_path):
     """A controller on SQLite."""
-    lab = Lab(tmp_path, str(tmp_path / "controller.db"))
+    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"))
     yield lab
     lab.stop()
 
@@ -287,7 +212,7 @@ def test_exporter_killed_mid_lease_ends_the_lease(lab):
 
 
 def test_two_replicas_on_postgres_grant_an_exporter_once(postgres, tmp_path):
-    lab = Lab(tmp_path, postgres.database("race"))
+    lab = ControllerLab(tmp_path, postgres.database("race"))
     try:
         second_port = free_port()
         lab.controller(second_port)
@@ -327,9 +252,9 @@ def test_tls_controller_with_a_lab_ca(tmp_path):
     pki = tmp_path / "pki"
     assert cli("admin", "make-ca", "--dir", str(pki)).returncode == 0
     assert cli("admin", "issue-cert", "--dir", str(pki), "--host", "localhost", "--host", "127.0.0.1").returncode == 0
-    lab = Lab(tmp_path, str(tmp_path / "controller.db"),
-              serve=("--tls-cert", str(pki / "controller.crt"), "--tls-key", str(pki / "controller.key")),
-              trust=("--ca", str(pki / "ca.crt")))
+    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"),
+                        serve=("--tls-cert", str(pki / "controller.crt"), "--tls-key", str(pki / "controller.key")),
+                        trust=("--ca", str(pki / "ca.crt")))
     try:
         lab.client("alice")
         lab.exporter("bench1", "board=mock")

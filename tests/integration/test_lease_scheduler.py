@@ -37,7 +37,7 @@ def client(name: str, **capabilities) -> Identity:
 @contextlib.asynccontextmanager
 async def replicas(url: str, count: int, exporters: dict[str, dict]):
     """`count` schedulers on one database, each with its writer running, and these exporters online."""
-    stores = [Store(url) for _ in range(count)]
+    stores = [Store(url) for _replica in range(count)]
     schedulers = [Leases(store) for store in stores]
     for name, labels in exporters.items():
         schedulers[0].register(Identity("exporter", "default", name), f"uuid-{name}", labels, b"")

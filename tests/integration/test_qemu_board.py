@@ -7,21 +7,14 @@ no QEMU left behind when the session ends or the exporter dies.
 
 from __future__ import annotations
 
-import asyncio
-import bz2
 import gzip
-import hashlib
-import io
 import json
-import lzma
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -31,7 +24,6 @@ from helpers import cli, exporter_config, process_gone, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.config import load_text
 from jumpstarter_lab.errors import ConfigError, DriverError, ExporterUnavailable
-from jumpstarter_lab.streams import memory_pipe
 from jumpstarter_lab_driver_qemu.image import set_marker
 from qemu_helpers import BOOT_TIMEOUT, board_entry, boot_marker, guest_image, login, shell
 

@@ -212,3 +212,44 @@ class ControllerClient:
             logger.warning("connection through lease %s ended: %s", name, e)
         finally:
             await local.aclose()
+
+
+@contextlib.asynccontextmanager
+async def connect_lease_async(config: ClientConfig, lease: str, *, allow=None, timeout: float = 10.0,
+                              portal=None):
+    """The root DriverClient of a granted lease's exporter, through the controller's router.
+
+    The lease's exporter session is the session: what one connection does to the drivers,
+    the next connection of the same lease sees. The lease is renewed while connected.
+    """
+    from .allowlist import DEFAULT_ALLOW, Allowlist
+    from .connect import connect_async
+
+    client = ControllerClient(config)
+    try:
+        status = await client.get_lease(lease)
+        if not status.ready:
+            raise ExporterNotReady(f"lease {lease} is not granted: {status.message or 'ended'}")
+        async with client.serve_lease(lease) as path, connect_async(
+                path, allow=allow if allow is not None else Allowlist([*DEFAULT_ALLOW, *config.allow]), timeout=timeout,
+                portal=portal) as root:
+            yield root
+    finally:
+        await client.close()
+
+
+@contextlib.contextmanager
+def connect_lease(config: ClientConfig, lease: str, **kwargs):
+    """Blocking form of connect_lease_async, for synchronous callers."""
+    from .portal import Portal
+
+    portal = Portal()
+    try:
+        manager = connect_lease_async(config, lease, portal=portal, **kwargs)
+        root = portal.call(manager.__aenter__())
+        try:
+            yield root
+        finally:
+            portal.call(manager.__aexit__(None, None, None))
+    finally:
+        portal.close()

@@ -235,7 +235,7 @@ class Leases:
             grants_before = self.grants_key()
             try:
                 if ops:
-                    results = await loop.run_in_executor(self._writer, self._commit, [op for op, _ in ops])
+                    results = await loop.run_in_executor(self._writer, self._commit, [op for op, _future in ops])
                     for (_op, future), result in zip(ops, results):
                         if future.done():
                             continue
@@ -483,5 +483,3 @@ class Leases:
                              .values(taken=True))
             conn.execute(dials.delete().where(dials.c.created < now() - 300))
         return [(r.lease, r.router_endpoint, r.router_token) for r in rows]
-
-
