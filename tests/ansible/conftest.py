@@ -30,7 +30,8 @@ def collections_path(tmp_path_factory) -> Path:
 
 
 class Lab:
-    def __init__(self, workdir: Path, collections: Path, address: str):
+    def __init__(self, workdir: Path, collections: Path, address: str, **host_vars):
+        """`host_vars` add to or replace board1's inventory variables (the sim board's by default)."""
         self.workdir, self.collections, self.address = workdir, collections, address
         self.inventory = workdir / "inventory.yml"
         self.inventory.write_text(yaml.safe_dump({"all": {"hosts": {"board1": {
@@ -39,7 +40,7 @@ class Lab:
             "jumpstarter_console": "board.console",
             "ansible_password": "s3cret",
             "ansible_python_interpreter": "/usr/bin/python3",
-        }}}}))
+        } | host_vars}}}))
 
     def env(self) -> dict:
         return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(self.collections), ANSIBLE_LOCAL_TEMP=str(self.workdir / "tmp"),
