@@ -45,6 +45,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import prepare_sshd  # noqa: E402 - the tests' private sshd, shared rather than copied
 LINE_RATE = 115200 / 10  # bytes/s of a 115200 baud 8N1 line
 SIM_PASSWORD = "s3cret"
 
@@ -89,12 +91,6 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_stats(self, stats):
         self._display.display(json.dumps({"tasks": self.tasks}))
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -146,20 +142,10 @@ def start_sshd(workdir: Path, procs: Processes) -> tuple[int, Path]:
     """A private sshd on loopback accepting one generated key for the current user."""
     directory = workdir / "sshd"
     directory.mkdir()
-    for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)], check=True)
-    (directory / "authorized_keys").write_text((directory / "client.pub").read_text())
-    os.chmod(directory / "authorized_keys", 0o600)
-    port = free_port()
-    (directory / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host'}\n"
-        f"AuthorizedKeysFile {directory / 'authorized_keys'}\nPidFile {directory / 'sshd.pid'}\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
-        "Subsystem sftp internal-sftp\n")
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
-    procs.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(directory / "sshd_config")], directory / "sshd.log")
+    port, key, argv = prepare_sshd(directory)
+    procs.start(argv, directory / "sshd.log")
     wait_port(port)
-    return port, directory / "client"
+    return port, key
 
 
 def start_exporter(workdir: Path, name: str, export: str, procs: Processes) -> str:

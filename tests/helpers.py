@@ -251,3 +251,20 @@ class ControllerLab:
         for process in reversed(self.started):
             if process.process.poll() is None:
                 process.stop()
+
+
+def prepare_sshd(directory: Path) -> tuple[int, Path, list[str]]:
+    """A private sshd's files in `directory`: host and client keys, a config for a free loopback
+    port accepting the client key for the current user. Returns (port, client key, sshd argv)."""
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)], check=True)
+    (directory / "authorized_keys").write_text((directory / "client.pub").read_text())
+    os.chmod(directory / "authorized_keys", 0o600)
+    port = free_port()
+    (directory / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host'}\n"
+        f"AuthorizedKeysFile {directory / 'authorized_keys'}\nPidFile {directory / 'sshd.pid'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
+        "Subsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    return port, directory / "client", ["/usr/sbin/sshd", "-D", "-e", "-f", str(directory / "sshd_config")]

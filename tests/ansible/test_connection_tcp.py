@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import Lab
-from helpers import ExporterProcess, exporter_config, free_port, wait_for
+from helpers import ExporterProcess, exporter_config, prepare_sshd, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -21,26 +21,15 @@ def sshd(tmp_path_factory):
     if not Path("/usr/sbin/sshd").exists():
         pytest.fail("sshd is not installed; scripts/bootstrap.sh installs openssh-server")
     directory = tmp_path_factory.mktemp("sshd")
-    for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)], check=True)
-    (directory / "authorized_keys").write_text((directory / "client.pub").read_text())
-    os.chmod(directory / "authorized_keys", 0o600)
-    port = free_port()
-    (directory / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host'}\n"
-        f"AuthorizedKeysFile {directory / 'authorized_keys'}\nPidFile {directory / 'sshd.pid'}\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
-        "Subsystem sftp internal-sftp\n")
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
-    process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(directory / "sshd_config")],
-                               stdout=subprocess.DEVNULL, stderr=open(directory / "sshd.log", "wb"))  # noqa: SIM115
+    port, key, argv = prepare_sshd(directory)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(directory / "sshd.log", "wb"))  # noqa: SIM115
 
     def listening():
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
     wait_for(listening, 30, "sshd to listen")
-    yield {"port": port, "key": directory / "client"}
+    yield {"port": port, "key": key}
     process.terminate()
     process.wait(timeout=10)
 
