@@ -149,6 +149,7 @@ def test_a_version_1_database_is_migrated(db_url):
         conn.exec_driver_sql("DROP INDEX leases_by_seq")
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN seq")
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN allowed")
+        conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN exporter_name")
         conn.exec_driver_sql("UPDATE schema_version SET version = 1")
         conn.exec_driver_sql("INSERT INTO leases (name, namespace, client, selector, state, priority, requested_at, "
                              "duration, ttl, alive_until, epoch, reason) VALUES "
@@ -166,3 +167,21 @@ def test_a_version_1_database_is_migrated(db_url):
     with store.transaction(read_only=True) as conn:
         assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar_one() == 2
     store.close()
+
+
+def test_leasing_an_exporter_by_name(db_url):
+    async def main():
+        async with replicas(db_url, 2, {"rack1": {"kind": "x"}, "rack2": {"kind": "x"}}) as (a, b):
+            mine = await a.create(client("alice"), "", 60, exporter_name="rack2")
+            assert (mine.state, mine.exporter) == ("granted", "rack2")
+            waiting = await b.create(client("bob"), "kind=x", 60, exporter_name="rack2")
+            anyone = await b.create(client("carol"), "kind=x", 60)
+            assert (waiting.state, waiting.position) == ("queued", 1)
+            assert anyone.exporter == "rack1"  # not held up behind bob, who waits for rack2 only
+            with pytest.raises(MethodNotFound, match="no exporter rack9 in namespace default"):
+                await a.create(client("alice"), "", 60, exporter_name="rack9")
+            await a.release(client("alice"), mine.name)
+            handed = await b.get(client("bob"), waiting.name, fresh=True)
+            assert (handed.state, handed.exporter) == ("granted", "rack2")
+
+    asyncio.run(main())

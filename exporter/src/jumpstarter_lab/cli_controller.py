@@ -12,7 +12,7 @@ import yaml
 
 from .client.lease import ClientConfig, ControllerClient
 from .config import API_VERSION
-from .errors import ConfigError
+from .errors import ConfigError, DriverInvalidArgument
 from .exporter import parse_address
 
 DB_ENV = "JUMPSTARTER_LAB_DB"
@@ -162,9 +162,11 @@ def _print_position(status) -> None:
 
 def cmd_lease_create(args) -> int:
     async def work(client: ControllerClient):
-        status = await client.create_lease(args.selector, args.duration)
+        if not args.selector and not args.exporter:
+            raise DriverInvalidArgument("lease create needs --selector or --exporter")
+        status = await client.create_lease(args.selector or "", args.duration, args.ttl, args.exporter)
         if args.wait:
-            status = await client.wait_ready(status.name, args.wait, _print_position)
+            status = await client.wait_ready(status.name, args.wait, _print_position, args.ttl)
         return status
 
     status = asyncio.run(_with_client(args, work))
@@ -248,8 +250,12 @@ def add_parsers(sub) -> None:
 
     lease = sub.add_parser("lease", help="leases of this client").add_subparsers(dest="verb", required=True)
     create = lease.add_parser("create")
-    create.add_argument("--selector", "-l", required=True)
+    create.add_argument("--selector", "-l", help="labels the exporter must have, e.g. board=rpi4")
+    create.add_argument("--exporter", help="the exporter to lease, by name")
     create.add_argument("--duration", type=float, default=1800, help="seconds (default 1800)")
+    create.add_argument("--ttl", type=float, default=30,
+                        help="seconds the lease lives without being renewed (default 30, at most 3600); "
+                             "connections through the lease renew it")
     create.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for the grant")
     _add_client_options(create)
     create.set_defaults(func=cmd_lease_create)

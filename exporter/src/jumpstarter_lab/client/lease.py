@@ -126,8 +126,12 @@ class ControllerClient:
                                     client_pb2.ListExportersRequest(parent=self.parent, filter=selector))
         return list(response.exporters)
 
-    async def create_lease(self, selector: str, duration: float = 1800, ttl: float = 30) -> LeaseStatus:
+    async def create_lease(self, selector: str, duration: float = 1800, ttl: float = 30,
+                           exporter: str | None = None) -> LeaseStatus:
+        """Ask for a lease on an exporter matching `selector` (and named `exporter`, when given)."""
         lease = client_pb2.Lease(selector=selector)
+        if exporter:
+            lease.exporter_name = exporter
         lease.duration.FromSeconds(int(duration))
         return _status(await self._call("create lease", self.clients.CreateLease,
                                         client_pb2.CreateLeaseRequest(parent=self.parent, lease=lease),

@@ -52,6 +52,7 @@ class LeaseView:
     epoch: int
     reason: str
     priority: int = 0
+    exporter_name: str | None = None  # the one exporter asked for by name, if any
     allowed: tuple[str, ...] = ()  # exporter selectors the client may lease; empty: any
     position: int | None = None  # 1-based place in the queue, for queued leases
 
@@ -281,13 +282,15 @@ class Leases:
 
     def _position(self, lease: LeaseView, active: dict[str, LeaseView]) -> int:
         """1 + the queued leases ahead of this one that want any exporter it could get."""
-        candidates = [seen.labels for (namespace, _name), seen in self.exporters_seen.items()
-                      if namespace == lease.namespace and selectors.matches(lease.selector, seen.labels)]
+        candidates = [(name, seen.labels) for (namespace, name), seen in self.exporters_seen.items()
+                      if namespace == lease.namespace and lease.exporter_name in (None, name)
+                      and selectors.matches(lease.selector, seen.labels)]
         rank = (-lease.priority, lease.requested_at)
         ahead = sum(1 for other in active.values()
                     if other.state == "queued" and other.name != lease.name and other.namespace == lease.namespace
                     and (-other.priority, other.requested_at) < rank
-                    and any(selectors.matches(other.selector, labels) for labels in candidates))
+                    and any(other.exporter_name in (None, name) and selectors.matches(other.selector, labels)
+                            for name, labels in candidates))
         return ahead + 1
 
     def grants(self) -> dict[tuple[str, str], LeaseView]:
@@ -367,7 +370,9 @@ class Leases:
     # --- changes ------------------------------------------------------------------------------
 
     async def create(self, identity: Identity, selector: str, duration: float, ttl: float = 30.0, priority: int = 0,
-                     name: str | None = None) -> LeaseView:
+                     name: str | None = None, exporter_name: str | None = None) -> LeaseView:
+        """Queue a lease for an exporter matching `selector` (and named `exporter_name`, when given)
+        and grant it at once when one is free."""
         selectors.parse(selector)  # reject a malformed selector before it queues
         if duration <= 0:
             raise DriverInvalidArgument("lease duration must be positive")
@@ -377,16 +382,22 @@ class Leases:
         name = name or str(uuid.uuid4())
         allowed = tuple(identity.capabilities.get("exporters") or ())
 
+        wanted = (identity.namespace, exporter_name)
+
         def op(batch: _Batch) -> LeaseView:
             if named and batch.find(name) is not None:
                 raise DriverInvalidArgument(f"a lease named {name} exists already")
+            if exporter_name is not None and wanted not in batch.exporters:
+                raise MethodNotFound(f"no exporter {exporter_name} in namespace {identity.namespace}")
             lease = LeaseView(name=name, namespace=identity.namespace, client=identity.name, selector=selector,
                               exporter=None, state="queued", requested_at=batch.t, granted_at=None, ended_at=None,
                               duration=duration, ttl=ttl, alive_until=batch.t + ttl, epoch=0, reason="",
-                              priority=priority, allowed=allowed)
+                              priority=priority, exporter_name=exporter_name, allowed=allowed)
             batch.put(lease, new=True)
             return lease
 
+        # An exporter this replica has not seen yet may have registered a moment ago: read them afresh.
+        op.refresh_exporters = exporter_name is not None and wanted not in self.exporters_seen
         return await self._submit(op)
 
     async def keepalive(self, identity: Identity, name: str) -> LeaseView:
@@ -457,8 +468,8 @@ class Leases:
             if not free:
                 break
             for index, ((namespace, name), labels) in enumerate(free):
-                if (namespace == lease.namespace and selectors.matches(lease.selector, labels)
-                        and _allows(lease.allowed, labels)):
+                if (namespace == lease.namespace and lease.exporter_name in (None, name)
+                        and selectors.matches(lease.selector, labels) and _allows(lease.allowed, labels)):
                     batch.put(dataclasses.replace(lease, state="granted", exporter=name, granted_at=batch.t,
                                                   epoch=lease.epoch + 1))
                     del free[index]

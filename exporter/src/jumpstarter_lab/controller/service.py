@@ -242,8 +242,9 @@ class ClientServicer:
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "x-jumpstarter-lab-lease-ttl must be seconds")
         try:
+            exporter = short_name(request.lease.exporter_name) if request.lease.HasField("exporter_name") else None
             view = await self.leases.create(identity, request.lease.selector, duration, ttl, 0,
-                                            request.lease_id or None)
+                                            request.lease_id or None, exporter or None)
         except (JumpstarterLabError, ValueError) as e:
             await _abort(context, e)
         return lease_message(view)

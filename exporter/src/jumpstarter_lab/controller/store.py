@@ -69,6 +69,8 @@ leases = sa.Table(
     sa.Column("alive_until", sa.Float, nullable=False),
     sa.Column("epoch", sa.Integer, nullable=False, default=0),
     sa.Column("reason", sa.Text, nullable=False, default=""),
+    # The one exporter the client asked for by name (upstream's Lease.exporter_name), if it did.
+    sa.Column("exporter_name", sa.String(128), nullable=True),
     # The exporter selectors the client's capabilities allow, copied at request time (JSON list).
     sa.Column("allowed", sa.Text, nullable=False, server_default="[]"),
     # The lease clock value of the transaction that last wrote the row: replicas read what changed.
@@ -95,7 +97,8 @@ dials = sa.Table(
 
 SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one before
-    2: ["ALTER TABLE leases ADD COLUMN allowed TEXT NOT NULL DEFAULT '[]'",
+    2: ["ALTER TABLE leases ADD COLUMN exporter_name VARCHAR(128)",
+        "ALTER TABLE leases ADD COLUMN allowed TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE leases ADD COLUMN seq BIGINT NOT NULL DEFAULT 0",
         "CREATE INDEX leases_by_seq ON leases (seq)",
         "CREATE TABLE lease_clock (seq BIGINT NOT NULL)",
