@@ -4,6 +4,7 @@ can use the asyncio client without owning a loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -33,6 +34,17 @@ class Portal:
     def close(self) -> None:
         if self.loop.is_closed():
             return
+        # Let what is still running end (grpc's own call tasks among it) rather than be
+        # destroyed pending with the loop.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_drain(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+async def _drain() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

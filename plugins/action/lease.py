@@ -1,0 +1,87 @@
+# Copyright (c) jumpstarter.lab contributors
+# Apache-2.0
+"""Action plugin of jumpstarter.lab.lease: leases are the controller's business, so this runs here."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.controller_client import with_controller
+
+ARGUMENT_SPEC = {
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "exporter": {"type": "str"},
+    "selector": {"type": "str", "default": ""},
+    "client_config": {"type": "path"},
+    "duration": {"type": "int", "default": 3600},
+    "ttl": {"type": "int", "default": 600},
+    "timeout": {"type": "int", "default": 300},
+    "name": {"type": "str"},
+}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        config = args["client_config"] or task_vars.get("jumpstarter_client_config")
+        held = task_vars.get("jumpstarter_lease") or ""
+        if args["state"] == "absent":
+            result.update(self._release(config, args["name"] or held))
+        else:
+            exporter = args["exporter"] or task_vars.get("jumpstarter_exporter")
+            if not exporter and not args["selector"]:
+                raise AnsibleActionFail("lease: name an exporter or a selector (the host has no jumpstarter_exporter "
+                                        "variable, which the jumpstarter.lab.jumpstarter inventory plugin sets)")
+            if not 0 < args["ttl"] <= 3600:
+                raise AnsibleActionFail(f"lease: ttl must be between 1 and 3600 seconds, not {args['ttl']}")
+            result.update(self._acquire(config, held, exporter, args))
+        return result
+
+    def _acquire(self, config: str | None, held: str, exporter: str | None, args: dict) -> dict:
+        what = f"leasing {exporter or args['selector']}"
+
+        async def work(client):
+            if held:  # keep a lease this host holds already, if the controller still grants it
+                current = await client.get_lease(held)
+                if current.ready and (not exporter or current.exporter == exporter):
+                    await client.keepalive(held)
+                    return {"changed": False, "lease": held, "exporter": current.exporter}
+            if self._task.check_mode:  # ask nothing of the scheduler, but still refuse what it would refuse
+                names = {e.name.rsplit("/", 1)[-1] for e in await client.exporters(args["selector"])}
+                if exporter and exporter not in names or not names:
+                    raise AnsibleActionFail(f"lease: no exporter {exporter or ''} matching "
+                                            f"'{args['selector']}' that this client may lease")
+                return {"changed": True, "lease": "", "msg": f"would lease {exporter or args['selector']}"}
+            status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter)
+            try:
+                status = await client.wait_ready(status.name, args["timeout"], ttl=args["ttl"])
+            except BaseException:
+                await client.release(status.name)  # do not leave a request waiting in the queue
+                raise
+            return {"changed": True, "lease": status.name, "exporter": status.exporter}
+
+        outcome = with_controller(config, work, what)
+        outcome["ansible_facts"] = {"jumpstarter_lease": outcome["lease"]}
+        return outcome
+
+    def _release(self, config: str | None, name: str) -> dict:
+        gone = {"changed": False, "lease": "", "ansible_facts": {"jumpstarter_lease": ""}}
+        if not name:
+            return gone
+
+        async def work(client):
+            current = await client.get_lease(name)
+            if current.ended:
+                return False
+            if not self._task.check_mode:
+                await client.release(name)
+            return True
+
+        gone["changed"] = with_controller(config, work, f"releasing lease {name}")
+        return gone

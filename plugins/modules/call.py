@@ -1,0 +1,73 @@
+# Copyright (c) jumpstarter.lab contributors
+# Apache-2.0
+# The work is done by the action plugin of the same name, on the Ansible controller; this file documents it.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: call
+short_description: Call a method a board's exporter exports (power, storage, GPIO, ...)
+description:
+  - Calls O(method) of the driver at O(driver) in the host's exporter tree with O(args), and returns what it
+    returned, e.g. C(board.power) C(on), C(relay) C(off), C(board.storage) C(host).
+  - Reaches the exporter the way the M(jumpstarter.lab.jumpstarter) connection plugin does, from the host's
+    variables - a socket or address (C(jumpstarter_host), joining the host's exporter session) or a lease
+    (C(jumpstarter_lease) with C(jumpstarter_client_config)) - so a board powered on here is on for the tasks
+    that use its console.
+  - Runs on the Ansible controller; nothing runs on the board. Always reports a change (a driver method's
+    effect is not known beforehand); use C(changed_when) to say otherwise.
+version_added: 0.1.0
+author: jumpstarter.lab developers (@jumpstarter-lab)
+options:
+  driver:
+    description: Dotted path of the driver in the exporter's tree, as C(jumpstarter-lab tree) shows it.
+    type: str
+    required: true
+  method:
+    description: Name of the exported method.
+    type: str
+    required: true
+  args:
+    description: Positional arguments of the method.
+    type: list
+    elements: raw
+    default: []
+  timeout:
+    description: Seconds to wait for the exporter to answer when connecting.
+    type: int
+    default: 30
+attributes:
+  check_mode:
+    description: Not supported; the task is skipped in check mode.
+    support: none
+  diff_mode:
+    description: Not supported.
+    support: none
+notes:
+  - Needs the C(jumpstarter_lab) Python package on the Ansible controller.
+seealso:
+  - module: jumpstarter.lab.lease
+"""
+
+EXAMPLES = r"""
+- name: Power-cycle the board
+  jumpstarter.lab.call:
+    driver: board.power
+    method: "{{ item }}"
+  loop: ["off", "on"]
+
+- name: Which side the board's storage is on
+  jumpstarter.lab.call:
+    driver: board.storage
+    method: status
+  register: storage
+  changed_when: false
+"""
+
+RETURN = r"""
+value:
+  description: What the method returned (null for methods that return nothing).
+  returned: success
+  type: raw
+  sample: "on"
+"""

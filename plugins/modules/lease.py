@@ -1,0 +1,115 @@
+# Copyright (c) jumpstarter.lab contributors
+# Apache-2.0
+# The work is done by the action plugin of the same name, on the Ansible controller; this file documents it.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: lease
+short_description: Take or give back a lease on a board from a Jumpstarter controller
+description:
+  - With O(state=present), asks the controller for a lease on the host's exporter (the inventory plugin sets
+    C(jumpstarter_exporter)) or on any exporter matching O(selector), waits in the queue until it is granted,
+    and sets the fact C(jumpstarter_lease), which the M(jumpstarter.lab.jumpstarter) connection plugin and
+    M(jumpstarter.lab.call) use for the rest of the play. A host whose C(jumpstarter_lease) is still granted
+    keeps it (no change).
+  - With O(state=absent), releases the host's lease (C(jumpstarter_lease), or O(name)); the board's exporter
+    then resets its drivers for the next lease.
+  - Runs on the Ansible controller, talking to the Jumpstarter controller; nothing runs on the board.
+  - A lease lives O(duration) seconds at most, and ends early when nobody renews it for O(ttl) seconds; every
+    connection through it renews it.
+version_added: 0.1.0
+author: jumpstarter.lab developers (@jumpstarter-lab)
+options:
+  state:
+    description: Whether the host should hold a lease.
+    type: str
+    choices: [present, absent]
+    default: present
+  exporter:
+    description: The exporter to lease, by name. Defaults to the host's C(jumpstarter_exporter) variable.
+    type: str
+  selector:
+    description:
+      - Labels the exporter must have, e.g. C(board=rpi4). With neither O(exporter) nor a C(jumpstarter_exporter)
+        variable, any exporter matching it is leased.
+    type: str
+    default: ""
+  client_config:
+    description: Client config file of the controller. Defaults to the host's C(jumpstarter_client_config).
+    type: path
+  duration:
+    description: Seconds the lease may last at most.
+    type: int
+    default: 3600
+  ttl:
+    description: Seconds the lease survives without being renewed (at most 3600).
+    type: int
+    default: 600
+  timeout:
+    description: Seconds to wait in the queue for the grant before failing (the request is then withdrawn).
+    type: int
+    default: 300
+  name:
+    description: With O(state=absent), the lease to release. Defaults to the host's C(jumpstarter_lease).
+    type: str
+attributes:
+  check_mode:
+    description: Reports whether a lease would be taken or released, without asking the controller for one.
+    support: full
+  diff_mode:
+    description: Not supported.
+    support: none
+notes:
+  - Needs the C(jumpstarter_lab) Python package on the Ansible controller.
+seealso:
+  - plugin: jumpstarter.lab.jumpstarter
+    plugin_type: inventory
+  - plugin: jumpstarter.lab.jumpstarter
+    plugin_type: connection
+"""
+
+EXAMPLES = r"""
+- name: Work on every board of the inventory, each under its own lease
+  hosts: jumpstarter
+  gather_facts: false
+  tasks:
+    - name: Lease this host's board (waits in the queue if someone has it)
+      jumpstarter.lab.lease:
+        timeout: 600
+
+    - name: Runs on the board, through its serial console
+      ansible.builtin.command: uname -a
+
+    - name: Give the board back
+      jumpstarter.lab.lease:
+        state: absent
+
+- name: Any Raspberry Pi 4 will do
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Lease one
+      jumpstarter.lab.lease:
+        selector: board=rpi4
+        client_config: ~/.config/jumpstarter/clients/alice.yaml
+      register: pi
+"""
+
+RETURN = r"""
+lease:
+  description: Name of the lease (empty after O(state=absent)).
+  returned: always
+  type: str
+  sample: 0d42efcd-a7f3-467c-93b7-0f21d3c91724
+exporter:
+  description: The exporter the lease is on.
+  returned: when a lease is held
+  type: str
+  sample: rack1-board3
+ansible_facts:
+  description: C(jumpstarter_lease), the lease for the tasks that follow (empty after O(state=absent)).
+  returned: always
+  type: dict
+  sample: {"jumpstarter_lease": "0d42efcd-a7f3-467c-93b7-0f21d3c91724"}
+"""

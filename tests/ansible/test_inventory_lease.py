@@ -1,0 +1,126 @@
+"""The inventory plugin, the lease and call modules against a real controller with two sim boards
+registered: `ansible-inventory` lists them with their labels, a playbook leases one, powers it on,
+runs on its console through the router and gives it back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import Lab
+from helpers import BIN, ControllerLab, cli
+
+
+@pytest.fixture
+def lab_inventory(tmp_path, collections_path):
+    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"))
+    try:
+        lab.client("alice")
+        image = tmp_path / "image.bin"
+        image.write_bytes(b"JUMPSTARTER_MARKER=from-the-controller\n")
+        for name, rack in (("sim1", "a"), ("sim2", "b")):
+            board = {"type": "jumpstarter_lab_driver_sim.SimBoard",
+                     "config": {"password": "s3cret", "image": str(image)}}
+            lab.exporter(name, "board=sim", f"rack={rack}", export={"board": board})
+        inventory = tmp_path / "lab.jumpstarter.yml"
+        inventory.write_text(yaml.safe_dump({
+            "plugin": "jumpstarter.lab.jumpstarter",
+            "client_config": str(tmp_path / "alice.yaml"),
+            "keyed_groups": [{"key": "jumpstarter_labels.rack", "prefix": "rack"}],
+            "compose": {"jumpstarter_console": "'board.console'", "ansible_password": "'s3cret'",
+                        "ansible_python_interpreter": "'/usr/bin/python3'"},
+            "exporters": {"bench1": {"host": str(tmp_path / "bench1.sock"), "labels": {"rack": "c"}}},
+        }))
+        (tmp_path / "tmp").mkdir()
+        yield lab, inventory, Lab(tmp_path, collections_path, None)
+    finally:
+        lab.stop()
+
+
+def plain(value):
+    """ansible-inventory's JSON without its marks of untrusted text ({"__ansible_unsafe": "x"} -> "x"):
+    what an inventory plugin reads from a controller is never templated, which is as it should be."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+def run(ansible: Lab, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*args], capture_output=True, text=True, env=ansible.env(), cwd=ansible.workdir,
+                          timeout=300, check=False)
+
+
+def test_inventory_lists_the_controllers_boards_and_the_ones_given(lab_inventory):
+    lab, inventory, ansible = lab_inventory
+    listed = run(ansible, str(BIN / "ansible-inventory"), "-i", str(inventory), "--list")
+    assert listed.returncode == 0, listed.stderr
+    data = plain(json.loads(listed.stdout))
+    assert sorted(data["jumpstarter"]["hosts"]) == ["bench1", "sim1", "sim2"]
+    assert (data["rack_a"]["hosts"], data["rack_b"]["hosts"], data["rack_c"]["hosts"]) == (["sim1"], ["sim2"], ["bench1"])
+    sim1 = data["_meta"]["hostvars"]["sim1"]
+    assert sim1["jumpstarter_exporter"] == "sim1" and sim1["jumpstarter_labels"] == {"board": "sim", "rack": "a"}
+    assert (sim1["jumpstarter_online"], sim1["jumpstarter_status"]) == (True, "available")
+    assert sim1["ansible_connection"] == "jumpstarter.lab.jumpstarter"
+    assert data["_meta"]["hostvars"]["bench1"]["jumpstarter_host"] == str(lab.workdir / "bench1.sock")
+
+
+def test_a_playbook_leases_a_board_uses_it_and_gives_it_back(lab_inventory):
+    lab, inventory, ansible = lab_inventory
+    playbook = ansible.workdir / "lease.yml"
+    playbook.write_text("""
+- hosts: rack_a
+  gather_facts: false
+  tasks:
+    - jumpstarter.lab.lease: {ttl: 120}
+    - jumpstarter.lab.lease: {ttl: 120}
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+    - ansible.builtin.command: printenv SIM_MARKER
+    - jumpstarter.lab.call: {driver: board.storage, method: status}
+    - jumpstarter.lab.lease: {state: absent}
+    - jumpstarter.lab.lease: {state: absent}
+""")
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook))
+    assert played.returncode == 0, played.stdout + played.stderr
+    results = [task["hosts"]["sim1"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
+    taken, kept, powered, marker, storage, released, again = results
+    assert taken["changed"] is True and taken["exporter"] == "sim1" and taken["lease"]
+    assert kept["changed"] is False and kept["lease"] == taken["lease"]
+    assert powered["changed"] is True and powered["value"] is None
+    assert marker["stdout"] == "from-the-controller"
+    assert storage["value"] == "dut"
+    assert released["changed"] is True and released["ansible_facts"] == {"jumpstarter_lease": ""}
+    assert again["changed"] is False
+    listing = cli("lease", "list", "--client-config", str(lab.workdir / "alice.yaml"))
+    assert listing.stdout.strip() == ""  # nothing held, nothing waiting
+
+
+def test_lease_in_check_mode_takes_nothing_and_bad_input_is_named(lab_inventory):
+    lab, inventory, ansible = lab_inventory
+    playbook = ansible.workdir / "check.yml"
+    playbook.write_text("""
+- hosts: sim2
+  gather_facts: false
+  tasks:
+    - jumpstarter.lab.lease: {}
+    - jumpstarter.lab.lease: {exporter: sim9}
+      ignore_errors: true
+    - jumpstarter.lab.lease: {ttl: 7200}
+      ignore_errors: true
+""")
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "--check")
+    results = [task["hosts"]["sim2"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
+    assert results[0]["changed"] is True and results[0]["lease"] == ""
+    assert cli("lease", "list", "--client-config", str(lab.workdir / "alice.yaml")).stdout.strip() == ""
+    assert results[1]["failed"] is True and "no exporter sim9" in results[1]["msg"]
+    assert results[2]["failed"] is True and "ttl must be between 1 and 3600" in results[2]["msg"]
+    broken = ansible.workdir / "broken.jumpstarter.yml"
+    broken.write_text(yaml.safe_dump({"plugin": "jumpstarter.lab.jumpstarter", "exporters": {"b1": {"hots": "x"}}}))
+    listed = run(ansible, str(BIN / "ansible-inventory"), "-i", str(broken), "--list")
+    assert "exporters.b1 needs a 'host'" in listed.stderr
