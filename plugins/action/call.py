@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
-import os
-
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import exporter, find_driver
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
+    exporter,
+    exporter_getter,
+    find_driver,
+)
 
 ARGUMENT_SPEC = {
     "driver": {"type": "str", "required": True},
@@ -17,10 +19,6 @@ ARGUMENT_SPEC = {
     "args": {"type": "list", "elements": "raw", "default": []},
     "timeout": {"type": "int", "default": 30},
 }
-# The exporter options of the connection plugin (doc fragment jumpstarter.lab.exporter), read from host vars.
-DEFAULTS = {"jumpstarter_allow": [], "jumpstarter_insecure": False}
-ENV = {"jumpstarter_host": "JUMPSTARTER_HOST", "jumpstarter_lease": "JMP_LEASE",
-       "jumpstarter_client_config": "JMP_CLIENT_CONFIG"}
 
 
 class ActionModule(ActionBase):
@@ -32,15 +30,10 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
 
-        def get_option(name):
-            if name in task_vars:
-                return self._templar.template(task_vars[name])
-            return os.environ.get(ENV[name]) if name in ENV else DEFAULTS.get(name)
-
         host = task_vars.get("inventory_hostname", "")
         what = f"{args['driver']}.{args['method']}"
         try:
-            with exporter(get_option, host, float(args["timeout"])) as root:
+            with exporter(exporter_getter(task_vars, self._templar), host, float(args["timeout"])) as root:
                 driver = find_driver(root, args["driver"], "", "")
                 try:
                     value = driver.call(args["method"], *args["args"])

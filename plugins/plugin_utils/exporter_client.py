@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 from ansible.errors import AnsibleConnectionFailure
 
@@ -20,6 +21,13 @@ else:
 
 SERIAL_LABEL = "jumpstarter_driver_pyserial.client.PySerialClient"
 NETWORK_LABEL = "jumpstarter_driver_network.client.NetworkClient"
+STORAGE_LABEL = "jumpstarter_driver_opendal.client.StorageMuxClient"
+
+# The exporter options (doc fragment jumpstarter.lab.exporter) as action plugins read them: host vars first,
+# then the environment, then the fragment's defaults.
+_OPTION_ENV = {"jumpstarter_host": "JUMPSTARTER_HOST", "jumpstarter_lease": "JMP_LEASE",
+               "jumpstarter_client_config": "JMP_CLIENT_CONFIG"}
+_OPTION_DEFAULTS = {"jumpstarter_allow": [], "jumpstarter_insecure": False}
 
 
 def require_library() -> None:
@@ -27,6 +35,16 @@ def require_library() -> None:
         raise AnsibleConnectionFailure(
             f"the jumpstarter_lab Python package is needed on the Ansible controller ({IMPORT_ERROR}); "
             "install the collection's exporter/ distribution into the Python that runs Ansible")
+
+
+def exporter_getter(task_vars: dict, templar):
+    """A get_option for exporter() in an action plugin, which has variables rather than plugin options."""
+    def get_option(name):
+        if name in task_vars:
+            return templar.template(task_vars[name])
+        return os.environ.get(_OPTION_ENV[name]) if name in _OPTION_ENV else _OPTION_DEFAULTS.get(name)
+
+    return get_option
 
 
 def exporter_key(get_option) -> str:

@@ -1,0 +1,97 @@
+# Copyright (c) jumpstarter.lab contributors
+# Apache-2.0
+# The work is done by the action plugin of the same name, on the Ansible controller; this file documents it.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: flash
+short_description: Write an image from the Ansible controller to a board's storage
+description:
+  - Switches the board's storage (a storage mux, or the QEMU board's disk) to the exporter, streams O(src) to
+    it, checks that what arrived has the file's size and sha256, and switches the storage back to the board.
+  - Raw images and gzip, xz, bzip2 and zstd ones are decompressed on the exporter as they arrive. A failed,
+    corrupt or cut-off transfer leaves the previous image in place.
+  - Reaches the exporter from the host's variables, as M(jumpstarter.lab.call) does. Runs on the Ansible
+    controller; always reports a change (the image is written whole every time).
+version_added: 0.1.0
+author: jumpstarter.lab developers (@jumpstarter-lab)
+options:
+  src:
+    description: The image on the Ansible controller (a relative path is looked up in the play's C(files)).
+    type: path
+    required: true
+  storage:
+    description:
+      - Dotted path of the storage driver, e.g. C(board.storage). By default the storage driver named
+        C(storage), else the first one found.
+    type: str
+  timeout:
+    description: Seconds to wait for the exporter to answer when connecting.
+    type: int
+    default: 30
+attributes:
+  check_mode:
+    description: Checks that the image and the storage driver exist, writes nothing.
+    support: full
+  diff_mode:
+    description: Not supported.
+    support: none
+notes:
+  - Needs the C(jumpstarter_lab) Python package on the Ansible controller.
+  - Power the board off first when its storage must not change under it; the QEMU board keeps running on its
+    old disk until it is powered off.
+seealso:
+  - module: jumpstarter.lab.call
+  - module: jumpstarter.lab.lease
+"""
+
+EXAMPLES = r"""
+- name: Flash the build and boot it
+  hosts: jumpstarter
+  gather_facts: false
+  tasks:
+    - name: Power off
+      jumpstarter.lab.call: {driver: board.power, method: "off"}
+
+    - name: Write the image
+      jumpstarter.lab.flash:
+        src: build/image.wic.zst
+      register: flashed
+
+    - name: Power on
+      jumpstarter.lab.call: {driver: board.power, method: "on"}
+"""
+
+RETURN = r"""
+src:
+  description: The image that was written.
+  returned: success
+  type: str
+  sample: /home/alice/build/image.wic.zst
+storage:
+  description: The storage driver written to (O(storage), or the name of the one found).
+  returned: success
+  type: str
+  sample: board.storage
+bytes_received:
+  description: Bytes the exporter received (the file's size).
+  returned: success
+  type: int
+  sample: 104857600
+bytes_written:
+  description: Bytes written to the storage after decompression.
+  returned: success
+  type: int
+  sample: 2147483648
+sha256:
+  description: SHA-256 of what the exporter received, equal to the file's.
+  returned: success
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+compression:
+  description: The image's compression, as the exporter recognised it.
+  returned: success
+  type: str
+  sample: zstd
+"""
