@@ -124,3 +124,31 @@ def test_lease_in_check_mode_takes_nothing_and_bad_input_is_named(lab_inventory)
     broken.write_text(yaml.safe_dump({"plugin": "jumpstarter.lab.jumpstarter", "exporters": {"b1": {"hots": "x"}}}))
     listed = run(ansible, str(BIN / "ansible-inventory"), "-i", str(broken), "--list")
     assert "exporters.b1 needs a 'host'" in listed.stderr
+
+
+def test_flash_checks_and_refuses_clearly(lab_inventory):
+    lab, inventory, ansible = lab_inventory
+    medium = lab.workdir / "image.bin"  # the sim boards' storage
+    before = medium.read_bytes()
+    image = ansible.workdir / "new.img"
+    image.write_bytes(b"JUMPSTARTER_MARKER=second\n")
+
+    def play(*tasks: str) -> list[dict]:
+        playbook = ansible.workdir / "flash.yml"
+        playbook.write_text("- hosts: sim2\n  gather_facts: false\n  tasks:\n    - jumpstarter.lab.lease: {}\n"
+                            + "".join(f"    - {task}\n" for task in tasks)
+                            + "    - jumpstarter.lab.lease: {state: absent}\n")
+        played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook))
+        return [task["hosts"]["sim2"] for task in json.loads(played.stdout)["plays"][0]["tasks"]][1:-1]
+
+    (checked,) = play(f"{{jumpstarter.lab.flash: {{src: {image}}}, check_mode: true}}")
+    assert checked["changed"] is True and checked["msg"].startswith("would flash")
+    assert medium.read_bytes() == before  # check mode wrote nothing
+    flashed, missing, nowhere = play(
+        f"jumpstarter.lab.flash: {{src: {image}}}",
+        f"{{jumpstarter.lab.flash: {{src: {ansible.workdir / 'missing.img'}}}, ignore_errors: true}}",
+        f"{{jumpstarter.lab.flash: {{src: {image}, storage: board.nothing}}, ignore_errors: true}}")
+    assert (flashed["bytes_received"], flashed["compression"]) == (image.stat().st_size, "raw")
+    assert medium.read_bytes() == image.read_bytes()
+    assert missing["failed"] is True and "missing.img" in missing["msg"]
+    assert nowhere["failed"] is True and "no driver 'board.nothing'" in nowhere["msg"]
