@@ -305,3 +305,37 @@ def test_client_interface_and_drivers_agree_on_method_names():
         assert set(methods) - {"connect"} <= client_methods, driver.__name__
         assert driver.client() == "jumpstarter_driver_network.client.NetworkClient"
     assert "address" in exported_methods(TcpNetwork) and "address" in exported_methods(UdpNetwork)
+
+
+def test_tcp_connect_has_a_deadline(make_config, run_exporter):
+    """A target that never answers (its accept queue is full, so the kernel drops our SYNs) fails
+    within connect_timeout, naming the target, and the exporter goes on serving."""
+    deaf = socket.socket()
+    deaf.bind(("127.0.0.1", 0))
+    deaf.listen(0)
+    port = deaf.getsockname()[1]
+    queued = []
+    for _ in range(3):  # fill the accept queue; nobody ever accepts
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        queued.append(s)
+    exporter = run_exporter(make_config(f"""
+deaf:
+  type: jumpstarter_driver_network.driver.TcpNetwork
+  config: {{host: 127.0.0.1, port: {port}, connect_timeout: 1}}
+echo:
+  type: jumpstarter_driver_network.driver.EchoNetwork
+"""))
+    try:
+        with connect(exporter.address) as root:
+            with pytest.raises(ExporterUnavailable, match=f"cannot connect to 127.0.0.1:{port}: no answer within 1s"):
+                with root.deaf.stream():
+                    pass
+            with root.echo.stream() as stream:
+                stream.send(b"still here")
+                assert stream.receive_exactly(10, timeout=10) == b"still here"
+    finally:
+        for s in queued:
+            s.close()
+        deaf.close()

@@ -44,25 +44,41 @@ class _HostPortNetwork(NetworkInterface, Driver):
         return _url(self.SCHEME, self.host, self.port)
 
 
+@contextlib.asynccontextmanager
+async def tcp_stream(host: str, port: int, timeout: float, what: str = ""):
+    """A SocketStream to host:port, connected within `timeout` seconds (a host that drops SYNs
+    must not hold a client for the kernel's two minutes); closed on the way out."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except asyncio.TimeoutError:
+        raise ExporterUnavailable(f"cannot connect to {what}{host}:{port}: no answer within {timeout:g}s") from None
+    except OSError as e:
+        raise ExporterUnavailable(f"cannot connect to {what}{host}:{port}: {e.strerror or e}") from None
+    stream = SocketStream(reader, writer)
+    try:
+        yield stream
+    finally:
+        await stream.aclose()
+
+
 @dataclass(kw_only=True)
 class TcpNetwork(_HostPortNetwork):
     """A TCP service reachable from the exporter (a board's ssh, a debug port)."""
 
     SCHEME: ClassVar[str] = "tcp"
+    connect_timeout: float = 10.0  # seconds to establish the connection
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be positive, got {self.connect_timeout}")
 
     @exportstream
     @contextlib.asynccontextmanager
     async def connect(self):
         """Open a TCP connection to host:port"""
-        try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        except OSError as e:
-            raise ExporterUnavailable(f"cannot connect to {self.host}:{self.port}: {e.strerror or e}") from None
-        stream = SocketStream(reader, writer)
-        try:
+        async with tcp_stream(self.host, self.port, self.connect_timeout) as stream:
             yield stream
-        finally:
-            await stream.aclose()
 
 
 @dataclass(kw_only=True)
