@@ -360,8 +360,10 @@ def test_http_power_config_errors_name_the_field(make_config):
          "power_off: missing required field 'url'"),
     ]:
         export = "plug:\n  type: jumpstarter_driver_http_power.driver.HttpPower\n  config: " + json.dumps(config)
-        result = cli("exporter", "check", "--config", str(make_config(export)))
-        assert result.returncode == 1 and result.stderr.strip() == f"jumpstarter-lab: error: plug: {message}"
+        path = make_config(export)
+        result = cli("exporter", "check", "--config", str(path))
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"jumpstarter-lab: error: export.plug: {message} ({path}:9)"
 
 
 # --- the family as a whole ---------------------------------------------------------

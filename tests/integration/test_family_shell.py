@@ -160,7 +160,8 @@ def test_config_errors_name_the_method(make_config):
     ]:
         config = make_config(f"sh:\n  type: jumpstarter_driver_shell.driver.Shell\n  config:\n    methods: {methods}\n")
         result = cli("exporter", "check", "--config", str(config))
-        assert result.returncode == 1 and result.stderr.strip() == f"jumpstarter-lab: error: sh: {message}"
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"jumpstarter-lab: error: export.sh: {message} ({config}:10)"
 
 
 def test_cli_calls_a_shell_method(shell_exporter):

@@ -100,7 +100,17 @@ net:
   type: jumpstarter_driver_network.driver.TcpNetwork
   config: {host: localhost, port: 70000}
 """)
-    assert error_of(text) == "net: port must be 1-65535, got 70000"
+    assert error_of(text) == "export.net: port must be 1-65535, got 70000 (exporter.yaml:9)"
+
+
+def test_a_value_of_neither_allowed_type_lists_them():
+    text = exporter_config("""
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+  config:
+    baudrate: fast
+""")
+    assert error_of(text) == 'export.board.config.baudrate: expected integer or null, got "fast" (exporter.yaml:10)'
 
 
 def test_broken_yaml_names_the_line():

@@ -144,8 +144,23 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple, str]:
         case "const" | "enum":
             expected = error.validator_value if error.validator == "enum" else [error.validator_value]
             return path, f"expected {' or '.join(json.dumps(v) for v in expected)}, got {instance}"
+        case "anyOf" | "oneOf":
+            return path, f"expected {_expected({error.validator: error.validator_value})}, got {instance}"
         case _:
             return path, error.message
+
+
+def _expected(schema: dict) -> str:
+    """What a (sub)schema accepts, in words: `integer or null`, `"fast" or "slow"`."""
+    if "anyOf" in schema or "oneOf" in schema:
+        words = [_expected(sub) for sub in schema.get("anyOf") or schema.get("oneOf")]
+        return " or ".join(dict.fromkeys(words))  # in order, once each
+    if "enum" in schema or "const" in schema:
+        return " or ".join(json.dumps(v) for v in schema.get("enum", [schema.get("const")]))
+    kind = schema.get("type")
+    if kind:
+        return " or ".join(kind) if isinstance(kind, list) else kind
+    return "anything"
 
 
 def validate(data: Any, schema: dict, source: Source, prefix: tuple = ()) -> None:
@@ -234,7 +249,8 @@ class DriverSpec:
         try:
             driver = self.cls(**self.config)
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{'.'.join(self.path)}: {e}") from None
+            where = f" ({self.where})" if self.where else ""
+            raise ConfigError(f"export.{'.'.join(self.path)}: {e}{where}") from None
         driver.bind(uuid=uuidlib.uuid5(namespace, "/".join(self.path)), children=children,
                     description=self.description, methods_description=self.methods_description)
         driver.config_path, driver.config_where = "export." + ".".join(self.path), self.where
@@ -294,7 +310,8 @@ def _entry(data: dict, path: tuple, source: Source) -> DriverSpec:
     validate(config, parameter_schema(cls), source, path + ("config",))
     return DriverSpec(path=tuple(p for p in path if p != "children" and p != "export"),
                       cls=cls, config=config, children=children, description=data.get("description"),
-                      methods_description=data.get("methods_description") or {})
+                      methods_description=data.get("methods_description") or {},
+                      where=source.where(path + ("config",) if "config" in data else path))
 
 
 def load_text(text: str, name: str = "<config>") -> ExporterConfig:
