@@ -62,10 +62,11 @@ def free_port() -> int:
 class ExporterProcess:
     """`jumpstarter-lab exporter run` as a real subprocess."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, cli: str = CLI):
+        """`cli`: the jumpstarter-lab to run (another installation's, say)."""
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([CLI, "exporter", "run", *args], stdout=subprocess.PIPE,
+        self.process = subprocess.Popen([cli, "exporter", "run", *args], stdout=subprocess.PIPE,
                                         stderr=self._log_file, env=subprocess_env())
         line = self._first_line(timeout=30)
         if not line.startswith("listening on "):

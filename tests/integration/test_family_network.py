@@ -315,7 +315,7 @@ def test_tcp_connect_has_a_deadline(make_config, run_exporter):
     deaf.listen(0)
     port = deaf.getsockname()[1]
     queued = []
-    for _ in range(3):  # fill the accept queue; nobody ever accepts
+    for _attempt in range(3):  # fill the accept queue; nobody ever accepts
         s = socket.socket()
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", port))
