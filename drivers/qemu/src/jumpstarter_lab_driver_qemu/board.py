@@ -78,7 +78,12 @@ class _ConsoleStream:
         await self._machine.console_write(data)
 
     async def receive(self) -> bytes:
-        return await self._queue.get()
+        # Under TCG the guest's UART output arrives a few bytes at a time: hand on all that waits in
+        # one piece, so the reader gets fewer, larger messages and keeps up with the guest.
+        data = await self._queue.get()
+        while not self._queue.empty() and len(data) < 65536:
+            data += self._queue.get_nowait()
+        return data
 
     async def send_eof(self) -> None:
         pass  # a UART has no end-of-file

@@ -430,8 +430,6 @@ class Machine:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 for queue in list(self._listeners):
-                    if queue.full():
-                        queue.get_nowait()  # a listener that cannot keep up loses the oldest output, like a UART
                     queue.put_nowait(data)
 
     def _drop_console(self) -> None:
@@ -440,7 +438,7 @@ class Machine:
             console.close()
 
     def listen(self) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue(1024)
+        queue = _Backlog()
         self._listeners.add(queue)
         return queue
 
@@ -465,6 +463,29 @@ class Machine:
             raise ExporterUnavailable(f"the QEMU board is powered off: nothing forwards to guest port "
                                       f"{forward.guest_port}")
         return forward.host_addr, forward.bound
+
+
+class _Backlog(asyncio.Queue):
+    """Console output a listener has not read yet, bounded in bytes: under TCG the guest's UART comes
+    a few bytes per piece, so a bound in pieces would hold little. Beyond the bound a listener that
+    cannot keep up loses the oldest output, as a UART overruns."""
+
+    LIMIT = 4 << 20
+
+    def __init__(self):
+        super().__init__()
+        self.size = 0
+
+    def put_nowait(self, item: bytes) -> None:
+        super().put_nowait(item)
+        self.size += len(item)
+        while self.size > self.LIMIT:
+            self.get_nowait()
+
+    def get_nowait(self) -> bytes:
+        item = super().get_nowait()
+        self.size -= len(item)
+        return item
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
