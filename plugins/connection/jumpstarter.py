@@ -11,7 +11,12 @@ description:
   - With O(transport=serial) (the default) it attaches to the console stream of a board's exporter, logs in
     when a login prompt shows (or takes over an open shell), and runs each command framed by random markers
     with its exit status, stdout and stderr kept apart and verified by checksum; kernel messages on the console
-    cannot corrupt results.
+    cannot corrupt results, and output damaged on the way is printed again.
+  - The board confirms that a command arrived intact before running it (a damaged one is sent again). A login
+    prompt or the kernel's reboot message on the console while a command runs fails the task at once, as the
+    board restarted.
+  - C(become) with C(sudo) or C(su) gets the password on the command's stdin, other methods' prompts are
+    answered on the console; a refused password fails the task as C(Incorrect sudo password).
   - With O(transport=tcp) it forwards a local port over a network driver's stream (for example a TcpNetwork
     pointing at the board's sshd) and hands every command and file to Ansible's ssh connection through it.
   - Files move as chunked, checksummed base64 (gzip-compressed when that pays) into a temporary file that is
@@ -90,12 +95,23 @@ options:
     vars:
       - name: jumpstarter_shell_prompt
   timeout:
-    description: Seconds to reach the exporter, attach to the console and log in.
+    description:
+      - Seconds to reach the exporter.
+      - Ansible passes its connection timeout here (C(--timeout), C(ANSIBLE_TIMEOUT), C([defaults] timeout)) when
+        no variable sets it.
     type: int
-    default: 60
+    default: 10
     vars:
       - name: ansible_timeout
       - name: jumpstarter_timeout
+  login_timeout:
+    description:
+      - Seconds to get a shell on the console, logging in when it shows a login prompt; a board that is still
+        booting has this long to show its login prompt.
+    type: int
+    default: 60
+    vars:
+      - name: jumpstarter_login_timeout
   command_timeout:
     description: Seconds one command may run before the task fails.
     type: int
@@ -211,7 +227,8 @@ class Connection(ConnectionBase):
                               shell=to_bytes(self.get_option("shell_prompt")))
             shell = SerialShell(stream, prompts=prompts, tmpdir=self.get_option("tmpdir"),
                                 log=lambda m: display.vvv(m, host=host))
-            shell.attach(self.get_option("remote_user"), self.get_option("password"), float(self.get_option("timeout")))
+            shell.attach(self.get_option("remote_user"), self.get_option("password"),
+                         float(self.get_option("login_timeout")))
         except ConsoleError as e:
             stack.close()
             raise AnsibleConnectionFailure(f"console of {host}: {e}") from None
@@ -269,15 +286,27 @@ class Connection(ConnectionBase):
         if self._ssh is not None:
             return self._ssh.exec_command(cmd, in_data=in_data, sudoable=sudoable)
         on_prompt = None
-        if sudoable and self.become and self.become.expect_prompt():
-            password = to_bytes(self.become.get_option("become_pass") or "")
-            if self.become.name == "sudo" and " -S" in cmd:
-                # sudo -S reads the password from stdin, ahead of the module's own input.
+        become = self.become if sudoable and self.become else None
+        if become and become.expect_prompt():
+            password = to_bytes(become.get_option("become_pass") or "")
+            # The command's stdin and stderr are files, not the console: sudo -S and su (which reads
+            # through PAM, from stdin) find the password ahead of any input of the module's own.
+            if become.name == "sudo" and " -S" in cmd:
                 if self._run("sudo -n true").rc != 0:
                     in_data = password + b"\n" + (in_data or b"")
-            else:
-                on_prompt = (to_bytes(prompt_pattern(self.become.prompt)), password)
+            elif become.name == "su" and in_data is None:
+                if self._run('test "$(id -u)" != 0').rc == 0:  # root's su asks nothing
+                    in_data = password + b"\n"
+            else:  # a prompt on the console (/dev/tty) is answered there
+                on_prompt = (prompt_pattern(become), password)
         result = self._run(cmd, in_data, on_prompt)
+        if become and result.rc != 0 and not become.check_success(result.stdout):
+            # as Ansible's ssh connection does: a refused password is named, not left in a module failure
+            said = result.stdout + result.stderr
+            if become.check_incorrect_password(said):
+                raise AnsibleError(f"Incorrect {become.name} password on {self._play_context.remote_addr}")
+            if become.check_missing_password(said):
+                raise AnsibleError(f"Missing {become.name} password for {self._play_context.remote_addr}")
         return result.rc, result.stdout, result.stderr
 
     def _run(self, cmd, in_data=None, on_prompt=None):
@@ -332,6 +361,14 @@ class Connection(ConnectionBase):
         self._connected = False
 
 
-def prompt_pattern(prompt: str) -> str:
-    """A become prompt as a regular expression."""
-    return re.escape(prompt.strip())
+def prompt_pattern(become) -> bytes:
+    """The become plugin's password prompt as a regular expression over console text.
+
+    sudo names its prompt; su's prompt (C(prompt) is only True) is one of its localized words
+    and a colon, as its check_password_prompt() matches it."""
+    if isinstance(become.prompt, str):
+        return re.escape(to_bytes(become.prompt.strip()))
+    words = become.get_option("prompt_l10n") if become.has_option("prompt_l10n") else None
+    words = words or getattr(become, "SU_PROMPT_LOCALIZATIONS", ["Password"])
+    alternatives = b"|".join(re.escape(to_bytes(word)) for word in words)
+    return b"(?i:" + alternatives + b")\\s*(?::|\xef\xbc\x9a)\\s*$"

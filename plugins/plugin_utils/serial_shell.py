@@ -12,6 +12,12 @@ stderr go to files on the board, and an emit step prints rc, sizes and sha256
 sums, then the output as base64 lines prefixed with the token. Anything else on
 the console (the echoed line, kernel messages) is ignored; a checksum mismatch
 (a kernel message cut into a line) makes the emit step run again.
+
+Faults end in the exact result or a ConsoleError within a deadline: the board
+confirms (by sha256) that a command arrived before running it, or says it did not
+(sent again); an emit whose first or last line is lost is run again (its markers
+carry the attempt, so late pieces of an earlier one never count); a login prompt
+or the kernel's reboot message while a command runs means the board restarted.
 """
 
 from __future__ import annotations
@@ -32,6 +38,15 @@ FETCH_BLOCKS = (CHUNK, 4096, 512, 512)  # bytes per line of a fetch: first, then
 CACHED_LINE = (16 * 1024, 1024 * 1024)  # lengths of an input's lines kept in the board's cache
 CACHE_ENTRIES = 32  # lines the board's cache keeps, the newest
 CACHED_PER_INPUT = 16  # at most, so that the question to the board stays a short line
+QUIET = 2.0  # seconds of silence after which an attaching console is taken for a shell without prompt
+DELIVERIES = 3  # times a command found damaged on arrival is sent again
+EMITS = 5  # times a command's output is printed before it counts as undeliverable
+EMIT_QUIET = 10.0  # seconds an emit may pause: it prints in one go once it has begun
+ACK_BASE, ACK_RATE = 10.0, 1000  # a command's arrival is confirmed within 10 s + 1 ms per byte sent
+# A kernel message printed into a line of output: "[   12.345678] text" up to its own newline.
+KERNEL_MESSAGE = re.compile(rb"\[ *\d+\.\d+\] [^\n]*\n")
+# What the kernel prints as the board restarts or stops, even with a quiet console loglevel.
+REBOOTED = rb"^(?:\[ *\d+\.\d+\] )?reboot: (?:Restarting system|Power down|System halted)"
 
 
 class ConsoleError(Exception):
@@ -42,9 +57,14 @@ class ConsoleTimeout(ConsoleError):
     pass
 
 
+class ConsoleQuiet(ConsoleTimeout):
+    """Nothing new on the console for a while, where output was expected to flow."""
+
+
 def clean(data: bytes) -> bytes:
-    """Console bytes without terminal escapes and carriage returns."""
-    return ANSI.sub(b"", data).replace(b"\r", b"")
+    """Console bytes without terminal escapes, carriage returns and flow control (XON/XOFF a board's tty
+    sends when its input buffer fills, in the middle of its output)."""
+    return ANSI.sub(b"", data).replace(b"\r", b"").replace(b"\x11", b"").replace(b"\x13", b"")
 
 
 def split_word(word: str) -> str:
@@ -100,11 +120,16 @@ class SerialShell:
             self.buffer += clean(self._raw)
             self._raw = b""
 
-    def expect(self, patterns: dict[str, bytes], timeout: float, what: str) -> tuple[str, re.Match]:
-        """Wait for the first of several patterns in the cleaned console output; consume through it."""
+    def expect(self, patterns: dict[str, bytes], timeout: float, what: str,
+               idle: float | None = None) -> tuple[str, re.Match]:
+        """Wait for the first of several patterns in the cleaned console output; consume through it.
+
+        With `idle`, a console that shows nothing new for that many seconds ends the wait early
+        (ConsoleQuiet): for output that comes in one go once it has begun."""
         compiled = {name: re.compile(p, re.MULTILINE) for name, p in patterns.items()}
         deadline = time.monotonic() + timeout
         scanned = 0
+        last = time.monotonic()
         while True:
             hits = [(m.start(), name, m) for name, rx in compiled.items() if (m := rx.search(self.buffer, scanned))]
             if hits:
@@ -112,7 +137,13 @@ class SerialShell:
                 self.buffer = self.buffer[match.end():]
                 return name, match
             scanned = max(0, len(self.buffer) - 512)  # patterns are short: only new text needs a look
-            self._fill(deadline, what)
+            now = time.monotonic()
+            if idle is not None and now - last >= idle and now < deadline:
+                raise ConsoleQuiet(f"the console showed nothing new for {idle:g}s while waiting for {what}")
+            size = len(self.buffer) + len(self._raw)
+            self._fill(deadline if idle is None else min(deadline, last + idle), what)
+            if len(self.buffer) + len(self._raw) != size:
+                last = time.monotonic()
 
     def send(self, text: str | bytes) -> None:
         self.channel.send(text.encode() if isinstance(text, str) else text)
@@ -122,24 +153,38 @@ class SerialShell:
     def attach(self, user: str | None, password: str | None, timeout: float) -> None:
         """Reach a machine-friendly shell, logging in when the console asks for it.
 
-        The fast path assumes a shell: interrupt whatever runs and send the set-up line at
-        once. At a login prompt that line is taken as a user name and refused; the login
-        prompt that follows is answered properly.
+        Interrupt whatever runs and press Enter, then look before typing the set-up line: at a
+        login prompt it would be taken as a user name, which getty refuses only after a long
+        pause. A console that stays quiet is taken for a shell an earlier connection left
+        without prompt or echo, and gets the set-up line.
         """
         deadline = time.monotonic() + timeout
         ready_word = "JL" + secrets.token_hex(6)
         ready = re.escape(ready_word.encode()) + rb"\n"
-        self.send("\x03" + self._setup_line(ready_word))
+        self.send("\x03\n")
+        setup_sent = False  # the set-up line went to the shell now on the console
         refusals = 0
         while True:
             choices = {"login": self.prompts.login, "password": self.prompts.password, "ready": ready,
                        "bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure"}
-            name, _match = self.expect(choices, max(0.1, deadline - time.monotonic()), "a login prompt or a shell")
+            wait = deadline - time.monotonic()
+            if not setup_sent:
+                choices["shell"] = self.prompts.shell
+                wait = min(wait, QUIET)
+            try:
+                name, _match = self.expect(choices, max(0.1, wait), "a login prompt or a shell")
+            except ConsoleTimeout:
+                if setup_sent or time.monotonic() >= deadline:
+                    raise
+                name = "shell"
             if name == "ready":
                 self.ready = True
                 self.log("console shell ready")
                 return
-            if name == "bad":
+            if name == "shell":
+                self.send(self._setup_line(ready_word))
+                setup_sent = True
+            elif name == "bad":
                 refusals += 1
                 if refusals > 2:
                     raise ConsoleError(f"login as {user} was refused on the console")
@@ -148,33 +193,28 @@ class SerialShell:
                     raise ConsoleError("the console asks for a login but no user was given (ansible_user)")
                 self.log(f"logging in as {user}")
                 self.send(user + "\n")
+                setup_sent = False
             elif name == "password":
                 if password is None:
                     raise ConsoleError("the console asks for a password but none was given (ansible_password)")
                 self.send(password + "\n")
-                outcomes = {"bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure", "login": self.prompts.login,
-                            "shell": self.prompts.shell}
-                after, _match = self.expect(outcomes, max(0.1, deadline - time.monotonic()), "the shell after logging in")
-                if after == "shell":
-                    self.send(self._setup_line(ready_word))
-                elif after == "login":
-                    self.buffer = b"login: " + self.buffer  # answer it on the next turn
-                else:
-                    refusals += 1
-                    if refusals > 2:
-                        raise ConsoleError(f"login as {user} was refused on the console")
 
     def _setup_line(self, ready_word: str) -> str:
-        return ("set +o emacs +o vi +o history 2>/dev/null; stty -echo -onlcr 2>/dev/null; "
+        # `command`: a shell without one of these options (dash has no history) must not drop the line
+        return ("command set +o emacs 2>/dev/null; command set +o vi 2>/dev/null; "
+                "command set +o history 2>/dev/null; stty -echo -onlcr 2>/dev/null; "
                 "__jl_ps1=${__jl_ps1-$PS1}; PS1=''; PS2=''; unset PROMPT_COMMAND; export TERM=dumb; "
                 f"printf '%s\\n' {split_word(ready_word)}\n")
 
-    def detach(self) -> None:
-        """Give the console back to people: prompt and echo as before."""
+    def detach(self, timeout: float = 5.0) -> None:
+        """Give the console back to people: prompt and echo as before. Waits until the shell has done
+        it, so the line is not lost with a stream closed right after it."""
         if self.ready:
-            self.send("stty echo onlcr 2>/dev/null; set -o emacs 2>/dev/null; PS1=${__jl_ps1-'$ '}; "
-                      "unset __jl_ps1\r")
+            done = "JL" + secrets.token_hex(6)
+            self.send("stty echo onlcr 2>/dev/null; command set -o emacs 2>/dev/null; PS1=${__jl_ps1-'$ '}; "
+                      f"unset __jl_ps1; printf '%s\\n' {split_word(done)}\r")
             self.ready = False
+            self.expect({"done": re.escape(done.encode())}, timeout, "the shell to take its prompt back")
 
     # --- commands ------------------------------------------------------------------------
 
@@ -237,60 +277,139 @@ class SerialShell:
         The command travels as a file (no quoting, no tty line-length limit). on_prompt =
         (pattern, reply): when pattern shows on the console while the command runs (a become
         password prompt on /dev/tty), reply once.
+
+        Every wait has a deadline and fails naming what it waited for. The board checks the
+        sha256 of what arrived before running it and says so: a byte lost on the way in leaves
+        `head` waiting (no word comes: fail once the time the transfer could take has passed)
+        or changes the digest (the command is sent again; nothing ran). Output damaged on the
+        way out is emitted again. A login prompt or the kernel's reboot message while the
+        command runs means the board restarted: that fails at once, not at the timeout.
         """
-        token = secrets.token_hex(8)
+        deadline = time.monotonic() + timeout
+        for _delivery in range(DELIVERIES):
+            token = secrets.token_hex(8)
+            if self._deliver(token, command, stdin, deadline):
+                break
+            self.log(f"command {token} arrived damaged on the board; sending it again")
+        else:
+            raise ConsoleError(f"{_brief(command)} arrived damaged on the board {DELIVERIES} times: the console is "
+                               "losing or changing bytes on the way in")
+        prompt = on_prompt
+        for attempt in range(EMITS):
+            if attempt:
+                self.send(self._emit(token, attempt) + "\n")
+            try:
+                start = self._start(token, attempt, command, deadline, prompt)
+                prompt = None  # answered, or it had its chance: the command has ended
+                result = self._collect(token, attempt, start, command, deadline)
+                break
+            except _Corrupt as e:
+                prompt = None
+                self.log(f"output of {token} arrived damaged ({e}); emitting it again")
+        else:
+            raise ConsoleError(f"the output of {_brief(command)} kept arriving damaged on the console "
+                               f"({EMITS} attempts): the console is losing or changing bytes")
+        self.send(f"rm -f {self._files(token)}.*\n")
+        return result
+
+    def _deliver(self, token: str, command: str, stdin: bytes | None, deadline: float) -> bool:
+        """Send the command and its input; True once the board has them intact and runs them,
+        False when the board found them damaged (and removed them)."""
         files = self._files(token)
         script = self._transfer(command.encode(), f"{files}.cmd")
         if stdin:
             script += self._transfer(stdin, f"{files}.in")
-        script += (f"/bin/sh {files}.cmd < {files + '.in' if stdin else '/dev/null'} > {files}.out 2> {files}.err; "
-                   f"echo $? > {files}.rc; {self._emit(token)}\n")
+        digest = hashlib.sha256(command.encode() + (stdin or b"")).hexdigest()
+        inputs = f"{files}.cmd {files}.in" if stdin else f"{files}.cmd"
+        script += (f'if [ "$(cat {inputs} 2>/dev/null | sha256sum | cut -c1-64)" = {digest} ]; then '
+                   f"{_twice('JLA:' + token)}; "
+                   f"/bin/sh {files}.cmd < {files + '.in' if stdin else '/dev/null'} > {files}.out 2> {files}.err; "
+                   f"echo $? > {files}.rc; {self._emit(token, 0)}; "
+                   f"else rm -f {files}.*; {_twice('JLN:' + token)}; fi\n")
         self.log(f"running command (token {token})")
         self.send(script)
-        deadline = time.monotonic() + timeout
-        patterns = {"start": self._start_pattern(token)}
+        # The whole text must cross the line before the board can answer; allow for a slow one. No
+        # word means `head` still waits for bytes that were lost (the next attach interrupts it).
+        wait = min(deadline, time.monotonic() + ACK_BASE + len(script) / ACK_RATE) - time.monotonic()
+        what = (f"the board to confirm it received {_brief(command)} ({len(script)} bytes sent; "
+                "were some lost on the way?)")
+        tag = re.escape(f"{token}.0".encode())
+        try:
+            name, _match = self._wait({"ack": rb"^JLA:" + token.encode() + rb"$",
+                                       "nack": rb"^JLN:" + token.encode() + rb"$",
+                                       # the command's output, should both acknowledgements have been cut: left in place
+                                       "output": rb"^(?=JLS:" + tag + rb":|[OE]" + tag + rb":|JLE:" + tag + rb"$)"},
+                                      wait, what, command)
+        except ConsoleTimeout:
+            self.ready = False  # the shell's state is unknown: nothing to give back
+            raise
+        return name != "nack"
+
+    def _start(self, token: str, attempt: int, command: str, deadline: float,
+               on_prompt: tuple[bytes, bytes] | None) -> re.Match:
+        """Wait for the first line of an emit: rc, sizes and sums. The first emit follows the command,
+        which may run long and print nothing; a repeated one comes at once, or is lost."""
+        tag = re.escape(f"{token}.{attempt}".encode())
+        patterns = {"start": rb"^JLS:" + tag + rb":(-?\d+):(\d+):(\d+):([0-9a-f]{64}):([0-9a-f]{64})$",
+                    # the emit's later lines without its first: that line was lost
+                    "later": rb"^(?:[OE]" + tag + rb":|JLE:" + tag + rb"$)"}
         if on_prompt:
             patterns["prompt"] = on_prompt[0]
-        for attempt in range(3):
-            name, start = self.expect(patterns, max(0.1, deadline - time.monotonic()), f"command {token} to finish")
-            if name == "prompt":
-                self.send(on_prompt[1] + b"\n")
-                patterns.pop("prompt")
-                name, start = self.expect(patterns, max(0.1, deadline - time.monotonic()),
-                                          f"command {token} to finish")
+        what = f"{_brief(command)} to finish"
+        while True:
             try:
-                result = self._collect(token, start, max(0.1, deadline - time.monotonic()))
-                break
-            except _Corrupt as e:
-                self.log(f"output of {token} arrived damaged ({e}); emitting it again")
-                self.send(self._emit(token) + "\n")
-        else:
-            raise ConsoleError(f"output of the command kept arriving damaged on the console (token {token})")
-        self.send(f"rm -f {files}.*\n")
-        return result
+                name, match = self._wait(patterns, deadline - time.monotonic(), what, command,
+                                         idle=EMIT_QUIET if attempt else None)
+            except ConsoleQuiet as e:
+                raise _Corrupt(str(e)) from None
+            if name == "start":
+                return match
+            if name == "later":
+                raise _Corrupt("its first line was lost")
+            self.send(on_prompt[1] + b"\n")
+            patterns.pop("prompt")
 
-    def _emit(self, token: str) -> str:
-        files = self._files(token)
-        return (f"printf 'JLS:{token}:%s:%s:%s:%s:%s\\n' \"$(cat {files}.rc)\" \"$(wc -c < {files}.out)\" "
-                f"\"$(wc -c < {files}.err)\" \"$(sha256sum < {files}.out | cut -c1-64)\" "
-                f"\"$(sha256sum < {files}.err | cut -c1-64)\"; "
-                f"base64 < {files}.out | sed 's/^/O{token}:/'; base64 < {files}.err | sed 's/^/E{token}:/'; "
-                f"printf '%s\\n' {split_word('JLE:' + token)}")
-
-    @staticmethod
-    def _start_pattern(token: str) -> bytes:
-        return rb"^JLS:" + token.encode() + rb":(-?\d+):(\d+):(\d+):([0-9a-f]{64}):([0-9a-f]{64})$"
-
-    def _collect(self, token: str, start: re.Match, timeout: float) -> Result:
+    def _collect(self, token: str, attempt: int, start: re.Match, command: str, deadline: float) -> Result:
         rc, out_size, err_size, out_sum, err_sum = start.groups()
-        _name, end = self.expect({"end": rb"^JLE:" + token.encode() + rb"$"}, timeout, f"output of command {token}")
-        body = end.string[:end.start()]
-        out = _decode_lines(body, b"O" + token.encode() + b":")
-        err = _decode_lines(body, b"E" + token.encode() + b":")
+        tag = f"{token}.{attempt}".encode()
+        try:
+            _name, end = self._wait({"end": rb"^JLE:" + re.escape(tag) + rb"$"}, deadline - time.monotonic(),
+                                    f"the output of {_brief(command)}", command, idle=EMIT_QUIET)
+        except ConsoleQuiet as e:
+            raise _Corrupt(str(e)) from None
+        body = KERNEL_MESSAGE.sub(b"", end.string[:end.start()])
+        out = _decode_lines(body, b"O" + tag + b":")
+        err = _decode_lines(body, b"E" + tag + b":")
         for name, data, size, digest in (("stdout", out, out_size, out_sum), ("stderr", err, err_size, err_sum)):
             if len(data) != int(size) or hashlib.sha256(data).hexdigest().encode() != digest:
                 raise _Corrupt(f"{name} checksum mismatch")
         return Result(int(rc), out, err)
+
+    def _emit(self, token: str, attempt: int) -> str:
+        """Shell text printing a command's result: a line with rc, sizes and sha256 sums, the output as
+        base64 lines, an end line. Each marker line goes out twice (console noise may cut one) and
+        carries the attempt, so what arrives late from an earlier attempt never counts."""
+        files, tag = self._files(token), f"{token}.{attempt}"
+        start = (f"printf 'JLS:{tag}:%s:%s:%s:%s:%s\\n' \"$(cat {files}.rc)\" \"$(wc -c < {files}.out)\" "
+                 f"\"$(wc -c < {files}.err)\" \"$(sha256sum < {files}.out | cut -c1-64)\" "
+                 f"\"$(sha256sum < {files}.err | cut -c1-64)\"")
+        return (f"__jl_s=$({start}); printf '%s\\n%s\\n' \"$__jl_s\" \"$__jl_s\"; "
+                f"base64 < {files}.out | sed 's/^/O{tag}:/'; base64 < {files}.err | sed 's/^/E{tag}:/'; "
+                f"{_twice('JLE:' + tag)}")
+
+    def _wait(self, patterns: dict[str, bytes], timeout: float, what: str, command: str,
+              idle: float | None = None) -> tuple[str, re.Match]:
+        """expect(), failing at once when the console shows that the board restarted."""
+        restarted = {"rebooted": REBOOTED, "login": self.prompts.login}
+        name, match = self.expect(patterns | restarted, max(0.1, timeout), what, idle=idle)
+        if name in restarted:
+            self.ready = False  # the shell is gone: nothing to give back
+            if name == "login":
+                raise ConsoleError(f"the console shows a login prompt while running {_brief(command)}: the board "
+                                   "restarted or the shell ended")
+            shown = match.group(0).decode(errors="replace").strip()
+            raise ConsoleError(f"the board restarted while running {_brief(command)}: its console shows {shown!r}")
+        return name, match
 
     # --- files -----------------------------------------------------------------------------
 
@@ -453,6 +572,17 @@ def _decode_lines(body: bytes, prefix: bytes) -> bytes:
             except ValueError:
                 raise _Corrupt("undecodable line") from None
     return bytes(data)
+
+
+def _twice(word: str) -> str:
+    """Shell text printing `word` on two lines (console noise may cut one), never matching its own echo."""
+    return f"printf '%s\\n%s\\n' {split_word(word)} {split_word(word)}"
+
+
+def _brief(command: str) -> str:
+    """A command as an error message names it: on one line, long ones cut."""
+    text = " ".join(command.split())
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def _quote(text: str) -> str:
