@@ -23,6 +23,7 @@ or the kernel's reboot message while a command runs means the board restarted.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import os
@@ -458,6 +459,10 @@ class SerialShell:
                 encoded, decode = _encode(data[start:start + CHUNK])
                 self.send(f"head -c {len(encoded)} | {{ {decode} {'>' if index == 0 else '>>'} {part}; cat > /dev/null; }}; "
                           f"printf 'JL''P:{token}:{index}:%s\\n' \"$(wc -c 2>/dev/null < {part} || echo -1)\"\n{encoded}")
+            # The last chunks may still be crossing a slow line: the check below starts its own
+            # deadline when it is sent, so let them land first (a lost acknowledgement: the check decides).
+            with contextlib.suppress(ConsoleTimeout):
+                wait_for(len(starts) - 1)
         except _Short as e:
             self.run(f"rm -f {part}", timeout=timeout)
             raise ConsoleError(f"writing {path} on the board failed: {e}") from None

@@ -210,3 +210,46 @@ def test_a_new_version_of_a_cached_line_crosses_as_the_bytes_that_differ(board):
     assert run_module() < 6_000  # the differing blocks, not the line
     code += b"AAAA"  # another length: no base, the line crosses whole
     assert run_module() > len(code)
+
+
+class PacedConsole:
+    """A console whose line to the board is slow: what the controller sends trickles out at `rate`
+    bytes/s from a buffer, as through a UART, while send() returns at once."""
+
+    def __init__(self, console: PtyConsole, rate: float):
+        self.console, self.rate = console, rate
+        self.sent = 0
+        self._line: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._trickle, daemon=True).start()
+
+    def _trickle(self):
+        while True:
+            data = self._line.get()
+            for i in range(0, len(data), 256):
+                self.console.send(data[i:i + 256])
+                time.sleep(len(data[i:i + 256]) / self.rate)
+
+    def send(self, data: bytes) -> None:
+        self.sent += len(data)
+        self._line.put(bytes(data))
+
+    def receive(self, timeout: float) -> bytes:
+        return self.console.receive(timeout)
+
+
+def test_a_put_on_a_slow_line_waits_for_its_chunks_before_the_check(tmp_path, monkeypatch):
+    """The chunks still crossing the line must land before the final check's own deadline starts.
+    (Seen at 115200 baud with 1 MiB: the check timed out behind 3 chunks in flight.)"""
+    monkeypatch.setattr(serial_shell, "CHUNK", 8 * 1024)
+    monkeypatch.setattr(serial_shell, "ACK_BASE", 1.0)  # the check's deadline, shorter than the chunks' crossing
+    home = tmp_path / "board"
+    home.mkdir()
+    console = PtyConsole(home)
+    try:
+        shell = serial_shell.SerialShell(PacedConsole(console, rate=8_000), tmpdir=str(home))
+        shell.attach(None, None, 30)
+        data = os.urandom(40 * 1024)  # 5 chunks: 4 of them (the window + 1) in flight at the end, ~3.6 s of line
+        shell.put(data, str(home / "copied.bin"), timeout=60)
+        assert (home / "copied.bin").read_bytes() == data
+    finally:
+        console.close()
