@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -12,9 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
-from jumpstarter_lab.errors import ExporterUnavailable
-from jumpstarter_lab.streams import SocketStream
-from jumpstarter_lab_driver_network.driver import NetworkInterface
+from jumpstarter_lab_driver_network.driver import NetworkInterface, tcp_stream
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
 from jumpstarter_lab_driver_serial.interface import SerialInterface
 from jumpstarter_lab_driver_storage.image import write_image
@@ -167,15 +164,8 @@ class QemuNetwork(NetworkInterface, Driver):
     async def connect(self):
         """Open a TCP connection to the guest port"""
         host, port = self._machine.forward_address(self._name)
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as e:
-            raise ExporterUnavailable(f"cannot connect to the forwarded port {host}:{port}: {e}") from None
-        stream = SocketStream(reader, writer)
-        try:
+        async with tcp_stream(host, port, CONNECT_TIMEOUT, "the forwarded port ") as stream:
             yield stream
-        finally:
-            await stream.aclose()
 
     @export
     async def address(self) -> str:

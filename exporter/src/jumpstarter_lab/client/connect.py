@@ -17,7 +17,7 @@ from ..protocol import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
 from ..session import SESSION_METADATA
 from .allowlist import Allowlist
 from .core import DriverClient, UnavailableClient
-from .portal import Portal
+from .portal import Portal, blocking
 
 ENV_HOST = "JUMPSTARTER_HOST"  # set by `shell`, as upstream's `jmp shell` does
 ENV_SESSION = "JUMPSTARTER_LAB_SESSION"
@@ -132,13 +132,5 @@ async def connect_async(address: str | None = None, *, allow: Allowlist | list[s
 @contextlib.contextmanager
 def connect(address: str | None = None, **kwargs):
     """Blocking form of connect_async, for synchronous callers."""
-    portal = Portal()
-    try:
-        manager = connect_async(address, portal=portal, **kwargs)
-        root = portal.call(manager.__aenter__())
-        try:
-            yield root
-        finally:
-            portal.call(manager.__aexit__(None, None, None))
-    finally:
-        portal.close()
+    with blocking(lambda portal: connect_async(address, portal=portal, **kwargs)) as root:
+        yield root

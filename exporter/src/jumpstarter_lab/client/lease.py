@@ -245,15 +245,7 @@ async def connect_lease_async(config: ClientConfig, lease: str, *, allow=None, t
 @contextlib.contextmanager
 def connect_lease(config: ClientConfig, lease: str, **kwargs):
     """Blocking form of connect_lease_async, for synchronous callers."""
-    from .portal import Portal
+    from .portal import blocking
 
-    portal = Portal()
-    try:
-        manager = connect_lease_async(config, lease, portal=portal, **kwargs)
-        root = portal.call(manager.__aenter__())
-        try:
-            yield root
-        finally:
-            portal.call(manager.__aexit__(None, None, None))
-    finally:
-        portal.close()
+    with blocking(lambda portal: connect_lease_async(config, lease, portal=portal, **kwargs)) as root:
+        yield root

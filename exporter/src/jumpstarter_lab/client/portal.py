@@ -48,3 +48,19 @@ async def _drain() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def blocking(open_async):
+    """The blocking form of an async context manager that yields a client: `open_async(portal)`
+    makes the manager, run on a private portal that lives as long as the `with`."""
+    portal = Portal()
+    try:
+        manager = open_async(portal)
+        value = portal.call(manager.__aenter__())
+        try:
+            yield value
+        finally:
+            portal.call(manager.__aexit__(None, None, None))
+    finally:
+        portal.close()
