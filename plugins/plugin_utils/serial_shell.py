@@ -426,7 +426,8 @@ class SerialShell:
         part = f"{self._files(token)}.put"
         digest = hashlib.sha256(data).hexdigest()
         starts = range(0, max(len(data), 1), CHUNK)
-        ack = rb"^JLP:" + token.encode() + rb":(\d+):[ \t]*(-?\d+)[ \t]*$"
+        # Up to the newline: a slow console delivers "...:0:2" before "02\n", and `$` would take the 2.
+        ack = rb"^JLP:" + token.encode() + rb":(\d+):[ \t]*(-?\d+)[ \t]*\n"
         acked = -1
 
         def wait_for(index: int) -> None:
