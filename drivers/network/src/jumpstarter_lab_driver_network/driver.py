@@ -45,20 +45,26 @@ class _HostPortNetwork(NetworkInterface, Driver):
 
 
 @contextlib.asynccontextmanager
-async def tcp_stream(host: str, port: int, timeout: float, what: str = ""):
-    """A SocketStream to host:port, connected within `timeout` seconds (a host that drops SYNs
-    must not hold a client for the kernel's two minutes); closed on the way out."""
+async def _connected(opening, what: str, timeout: float | None = None):
+    """A SocketStream from an asyncio open_*_connection coroutine, closed on the way out; failures
+    (and no answer within `timeout`) are ExporterUnavailable naming `what`."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(opening, timeout)
     except asyncio.TimeoutError:
-        raise ExporterUnavailable(f"cannot connect to {what}{host}:{port}: no answer within {timeout:g}s") from None
+        raise ExporterUnavailable(f"cannot connect to {what}: no answer within {timeout:g}s") from None
     except OSError as e:
-        raise ExporterUnavailable(f"cannot connect to {what}{host}:{port}: {e.strerror or e}") from None
+        raise ExporterUnavailable(f"cannot connect to {what}: {e.strerror or e}") from None
     stream = SocketStream(reader, writer)
     try:
         yield stream
     finally:
         await stream.aclose()
+
+
+def tcp_stream(host: str, port: int, timeout: float, what: str = ""):
+    """A SocketStream to host:port, connected within `timeout` seconds (a host that drops SYNs
+    must not hold a client for the kernel's two minutes); closed on the way out."""
+    return _connected(asyncio.open_connection(host, port), f"{what}{host}:{port}", timeout)
 
 
 @dataclass(kw_only=True)
@@ -115,15 +121,8 @@ class UnixNetwork(NetworkInterface, Driver):
     @contextlib.asynccontextmanager
     async def connect(self):
         """Open a connection to the Unix socket at path"""
-        try:
-            reader, writer = await asyncio.open_unix_connection(self.path)
-        except OSError as e:
-            raise ExporterUnavailable(f"cannot connect to Unix socket {self.path}: {e.strerror or e}") from None
-        stream = SocketStream(reader, writer)
-        try:
+        async with _connected(asyncio.open_unix_connection(self.path), f"Unix socket {self.path}") as stream:
             yield stream
-        finally:
-            await stream.aclose()
 
 
 class EchoNetwork(NetworkInterface, Driver):

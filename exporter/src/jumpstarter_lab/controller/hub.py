@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from .leases import Leases, LeaseView
+from .leases import Leases, LeaseView, grant_id
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,7 @@ class Hub:
         """Wake the Status streams of the exporters whose grant changed, and only those."""
         before, self.grants = self.grants, self.leases.grants()
         for key in before.keys() | self.grants.keys():
-            old, new = before.get(key), self.grants.get(key)
-            if (old and (old.name, old.epoch)) != (new and (new.name, new.epoch)):
+            if grant_id(before.get(key)) != grant_id(self.grants.get(key)):
                 waiter = self._waiters.pop(key, None)
                 if waiter:
                     waiter.set()
@@ -43,8 +42,7 @@ class Hub:
 
     async def changed(self, key: tuple[str, str], seen: LeaseView | None, timeout: float) -> None:
         """Return when the grant of exporter `key` is no longer `seen`, or after `timeout`."""
-        current = self.grants.get(key)
-        if (current and (current.name, current.epoch)) != (seen and (seen.name, seen.epoch)):
+        if grant_id(self.grants.get(key)) != grant_id(seen):
             return
         waiter = self._waiters.setdefault(key, asyncio.Event())
         with contextlib.suppress(asyncio.TimeoutError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import uuid
@@ -71,12 +72,23 @@ def _from_row(row) -> LeaseView:
     return LeaseView(**values)
 
 
+def _read_lease(conn, name: str) -> LeaseView | None:
+    row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
+    return _from_row(row) if row else None
+
+
+def grant_id(lease: LeaseView | None) -> tuple[str, int] | None:
+    """What tells one grant from another: the lease and its epoch (None: no grant)."""
+    return (lease.name, lease.epoch) if lease else None
+
+
 def _stored_values(lease: LeaseView, seq: int) -> tuple:
     """The row of a lease, in _STORED order."""
     return (*(json.dumps(list(lease.allowed)) if name == "allowed" else getattr(lease, name) for name in _COLUMNS),
             seq)
 
 
+@functools.cache
 def _write_statements(paramstyle: str) -> tuple[str, str]:
     """INSERT and UPDATE-by-name of whole lease rows, as driver SQL: a batch's rows go to the
     driver's executemany as they are, without per-row work in SQLAlchemy."""
@@ -90,6 +102,11 @@ def _write_statements(paramstyle: str) -> tuple[str, str]:
 def allowed_exporter(identity: Identity, labels: dict) -> bool:
     """Whether a client's capabilities let it lease an exporter with these labels."""
     return _allows(tuple(identity.capabilities.get("exporters") or ()), labels)
+
+
+def _wants(lease: LeaseView, exporter: str, labels: dict) -> bool:
+    """Whether the exporter (its name and labels) is one the lease asks for."""
+    return lease.exporter_name in (None, exporter) and selectors.matches(lease.selector, labels)
 
 
 def _allows(allowed: tuple[str, ...], labels: dict) -> bool:
@@ -125,8 +142,7 @@ class _Batch:
             return self.active[name]
         if name in self.changed:
             return self.changed[name]
-        row = self.conn.execute(sa.select(leases).where(leases.c.name == name)).first()
-        return _from_row(row) if row else None
+        return _read_lease(self.conn, name)
 
 
 def _owned(lease: LeaseView | None, identity: Identity, name: str) -> LeaseView:
@@ -283,14 +299,12 @@ class Leases:
     def _position(self, lease: LeaseView, active: dict[str, LeaseView]) -> int:
         """1 + the queued leases ahead of this one that want any exporter it could get."""
         candidates = [(name, seen.labels) for (namespace, name), seen in self.exporters_seen.items()
-                      if namespace == lease.namespace and lease.exporter_name in (None, name)
-                      and selectors.matches(lease.selector, seen.labels)]
+                      if namespace == lease.namespace and _wants(lease, name, seen.labels)]
         rank = (-lease.priority, lease.requested_at)
         ahead = sum(1 for other in active.values()
                     if other.state == "queued" and other.name != lease.name and other.namespace == lease.namespace
                     and (-other.priority, other.requested_at) < rank
-                    and any(other.exporter_name in (None, name) and selectors.matches(other.selector, labels)
-                            for name, labels in candidates))
+                    and any(_wants(other, name, labels) for name, labels in candidates))
         return ahead + 1
 
     def grants(self) -> dict[tuple[str, str], LeaseView]:
@@ -298,15 +312,11 @@ class Leases:
         return {(lease.namespace, lease.exporter): lease for lease in self.active.values() if lease.state == "granted"}
 
     def grants_key(self) -> frozenset:
-        return frozenset((lease.name, lease.epoch) for lease in self.active.values() if lease.state == "granted")
-
-    def granted_to(self, namespace: str, exporter: str) -> LeaseView | None:
-        return self.grants().get((namespace, exporter))
+        return frozenset(grant_id(lease) for lease in self.active.values() if lease.state == "granted")
 
     def _stored(self, name: str) -> LeaseView | None:
         with self.store.transaction(read_only=True) as conn:
-            row = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
-        return _from_row(row) if row else None
+            return _read_lease(conn, name)
 
     async def get(self, identity: Identity, name: str, fresh: bool = False) -> LeaseView:
         """A lease from memory; from the database when it has ended, or when `fresh` (another
@@ -468,8 +478,7 @@ class Leases:
             if not free:
                 break
             for index, ((namespace, name), labels) in enumerate(free):
-                if (namespace == lease.namespace and lease.exporter_name in (None, name)
-                        and selectors.matches(lease.selector, labels) and _allows(lease.allowed, labels)):
+                if namespace == lease.namespace and _wants(lease, name, labels) and _allows(lease.allowed, labels):
                     batch.put(dataclasses.replace(lease, state="granted", exporter=name, granted_at=batch.t,
                                                   epoch=lease.epoch + 1))
                     del free[index]
