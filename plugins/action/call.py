@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
+from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
-    exporter,
-    exporter_getter,
     find_driver,
+    task_exporter,
 )
 
 ARGUMENT_SPEC = {
@@ -30,16 +29,12 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
 
-        host = task_vars.get("inventory_hostname", "")
         what = f"{args['driver']}.{args['method']}"
-        try:
-            with exporter(exporter_getter(task_vars, self._templar), host, float(args["timeout"])) as root:
-                driver = find_driver(root, args["driver"], "", "")
-                try:
-                    value = driver.call(args["method"], *args["args"])
-                except Exception as e:  # the library's errors name the driver, method and cause
-                    raise AnsibleActionFail(f"{what}: {e}") from None
-        except AnsibleConnectionFailure as e:
-            raise AnsibleActionFail(str(e)) from None
+        with task_exporter(task_vars, self._templar, float(args["timeout"])) as root:
+            driver = find_driver(root, args["driver"], "", "")
+            try:
+                value = driver.call(args["method"], *args["args"])
+            except Exception as e:  # the library's errors name the driver, method and cause
+                raise AnsibleActionFail(f"{what}: {e}") from None
         result.update(changed=True, value=value)
         return result

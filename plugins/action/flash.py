@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 
-from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
+from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
     STORAGE_LABEL,
-    exporter,
-    exporter_getter,
     find_driver,
+    task_exporter,
 )
 
 ARGUMENT_SPEC = {
@@ -34,18 +33,14 @@ class ActionModule(ActionBase):
         src = self._find_needle("files", args["src"])
         if not os.path.isfile(src):
             raise AnsibleActionFail(f"flash: {src} is not a file")
-        host = task_vars.get("inventory_hostname", "")
-        try:
-            with exporter(exporter_getter(task_vars, self._templar), host, float(args["timeout"])) as root:
-                storage = find_driver(root, args["storage"], STORAGE_LABEL, "storage", preferred="storage")
-                if self._task.check_mode:
-                    result.update(changed=True, msg=f"would flash {src} to {storage.name}")
-                    return result
-                try:
-                    outcome = storage.flash(src)
-                except Exception as e:  # the library's errors say what the exporter refused and why
-                    raise AnsibleActionFail(f"flash {src} to {storage.name}: {e}") from None
-        except AnsibleConnectionFailure as e:
-            raise AnsibleActionFail(str(e)) from None
+        with task_exporter(task_vars, self._templar, float(args["timeout"])) as root:
+            storage = find_driver(root, args["storage"], STORAGE_LABEL, "storage", preferred="storage")
+            if self._task.check_mode:
+                result.update(changed=True, msg=f"would flash {src} to {storage.name}")
+                return result
+            try:
+                outcome = storage.flash(src)
+            except Exception as e:  # the library's errors say what the exporter refused and why
+                raise AnsibleActionFail(f"flash {src} to {storage.name}: {e}") from None
         result.update(changed=True, src=src, storage=args["storage"] or storage.name, **outcome)
         return result

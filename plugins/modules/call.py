@@ -18,6 +18,8 @@ description:
     effect is not known beforehand); use C(changed_when) to say otherwise.
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
+extends_documentation_fragment:
+  - jumpstarter.lab.action
 options:
   driver:
     description: Dotted path of the driver in the exporter's tree, as C(jumpstarter-lab tree) shows it.
@@ -40,11 +42,6 @@ attributes:
   check_mode:
     description: Not supported; the task is skipped in check mode.
     support: none
-  diff_mode:
-    description: Not supported.
-    support: none
-notes:
-  - Needs the C(jumpstarter_lab) Python package on the Ansible controller.
 seealso:
   - module: jumpstarter.lab.lease
 """

@@ -16,6 +16,8 @@ description:
     controller; always reports a change (the image is written whole every time).
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
+extends_documentation_fragment:
+  - jumpstarter.lab.action
 options:
   src:
     description: The image on the Ansible controller (a relative path is looked up in the play's C(files)).
@@ -34,11 +36,7 @@ attributes:
   check_mode:
     description: Checks that the image and the storage driver exist, writes nothing.
     support: full
-  diff_mode:
-    description: Not supported.
-    support: none
 notes:
-  - Needs the C(jumpstarter_lab) Python package on the Ansible controller.
   - Power the board off first when its storage must not change under it; the QEMU board keeps running on its
     old disk until it is powered off.
 seealso:

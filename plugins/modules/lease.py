@@ -20,6 +20,8 @@ description:
     connection through it renews it.
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
+extends_documentation_fragment:
+  - jumpstarter.lab.action
 options:
   state:
     description: Whether the host should hold a lease.
@@ -57,11 +59,6 @@ attributes:
   check_mode:
     description: Reports whether a lease would be taken or released, without asking the controller for one.
     support: full
-  diff_mode:
-    description: Not supported.
-    support: none
-notes:
-  - Needs the C(jumpstarter_lab) Python package on the Ansible controller.
 seealso:
   - plugin: jumpstarter.lab.jumpstarter
     plugin_type: inventory

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 
 try:
     from jumpstarter_lab.client import Allowlist, connect
@@ -37,14 +37,21 @@ def require_library() -> None:
             "install the collection's exporter/ distribution into the Python that runs Ansible")
 
 
-def exporter_getter(task_vars: dict, templar):
-    """A get_option for exporter() in an action plugin, which has variables rather than plugin options."""
+@contextlib.contextmanager
+def task_exporter(task_vars: dict, templar, timeout: float):
+    """exporter() for an action plugin, which has the host's variables rather than plugin options
+    (then the environment, then the fragment's defaults); failures to reach the exporter or find a
+    driver in it fail the task (AnsibleActionFail)."""
     def get_option(name):
         if name in task_vars:
             return templar.template(task_vars[name])
         return os.environ.get(_OPTION_ENV[name]) if name in _OPTION_ENV else _OPTION_DEFAULTS.get(name)
 
-    return get_option
+    try:
+        with exporter(get_option, task_vars.get("inventory_hostname", ""), timeout) as root:
+            yield root
+    except AnsibleConnectionFailure as e:
+        raise AnsibleActionFail(str(e)) from None
 
 
 def exporter_key(get_option) -> str:
