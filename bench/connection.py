@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import pwd
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import prepare_sshd  # noqa: E402 - the tests' private sshd, shared rather than copied
+from helpers import listening, load_plugin_util, prepare_sshd, wait_for  # noqa: E402 - the tests' private sshd, shared rather than copied
 LINE_RATE = 115200 / 10  # bytes/s of a 115200 baud 8N1 line
 SIM_PASSWORD = "s3cret"
 
@@ -94,16 +92,6 @@ class CallbackModule(CallbackBase):
 '''
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listened on port {port}")
-
-
 def exporter_config(export: str) -> str:
     return ("apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\nmetadata: {namespace: default, name: bench}\n"
             'endpoint: ""\ntoken: ""\nexport:\n' + export)
@@ -145,7 +133,7 @@ def start_sshd(workdir: Path, procs: Processes) -> tuple[int, Path]:
     directory.mkdir()
     port, key, argv = prepare_sshd(directory)
     procs.start(argv, directory / "sshd.log")
-    wait_port(port)
+    wait_for(lambda: listening(port), 30, f"sshd to listen on port {port}")
     return port, key
 
 
@@ -243,17 +231,9 @@ def per_task(ansible: Ansible, host: str, tasks: int, runs: int) -> dict:
             "adhoc_wall_s": statistics.median(adhoc)}
 
 
-def load_serial_shell():
-    spec = importlib.util.spec_from_file_location("serial_shell", ROOT / "plugins" / "plugin_utils" / "serial_shell.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def direct_put(board: Board, data: bytes, target: str) -> float:
     """SerialShell.put alone on the paced console: the transfer without Ansible around it."""
-    serial_shell = load_serial_shell()
+    serial_shell = load_plugin_util("serial_shell")
     with board.root.board.console.stream() as stream:
         shell = serial_shell.SerialShell(stream)
         shell.attach("root", SIM_PASSWORD, 60)

@@ -53,6 +53,23 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+def load_plugin_util(name: str):
+    """plugins/plugin_utils/<name>.py as a module of its own, without Ansible's collection loader."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"jl_{name}", ROOT / "plugins" / "plugin_utils" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,11 +155,7 @@ class Postgres:
                                          str(self.port), "-h", "127.0.0.1", "-c", "fsync=off"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_postgres)
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        wait_for(self._ready, 60, "PostgreSQL to accept connections", interval=0.2)
-
-    def _ready(self) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+        wait_for(lambda: listening(self.port), 60, "PostgreSQL to accept connections", interval=0.2)
 
     def database(self, name: str) -> str:
         import sqlalchemy as sa

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import Lab
-from helpers import ExporterProcess, exporter_config, prepare_sshd, wait_for
+from helpers import ExporterProcess, exporter_config, listening, prepare_sshd, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +23,7 @@ def sshd(tmp_path_factory):
     port, key, argv = prepare_sshd(directory)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(directory / "sshd.log", "wb"))  # noqa: SIM115
 
-    def listening():
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(listening, 30, "sshd to listen")
+    wait_for(lambda: listening(port), 30, "sshd to listen")
     yield {"port": port, "key": key}
     process.terminate()
     process.wait(timeout=10)

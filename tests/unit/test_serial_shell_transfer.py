@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
-import importlib.util
 import os
 import queue
 import signal
 import subprocess
-import sys
 import termios
 import threading
 import time
@@ -18,18 +16,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import load_plugin_util
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("jl_serial_shell", ROOT / "plugins" / "plugin_utils" / "serial_shell.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-serial_shell = _load()
+serial_shell = load_plugin_util("serial_shell")
 
 
 def _controlling_tty():
