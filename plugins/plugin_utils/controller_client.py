@@ -9,13 +9,7 @@ import os
 
 from ansible.errors import AnsibleError
 
-try:
-    from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
-    from jumpstarter_lab.errors import JumpstarterLabError
-except ImportError as e:  # the controller's Python lacks the library
-    IMPORT_ERROR: Exception | None = e
-else:
-    IMPORT_ERROR = None
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import require_library
 
 
 def with_controller(config_path: str | None, work, what: str):
@@ -24,9 +18,10 @@ def with_controller(config_path: str | None, work, what: str):
     Errors of the library (a refused token, an unreachable controller, an unknown lease)
     become AnsibleError saying `what` failed and why.
     """
-    if IMPORT_ERROR is not None:
-        raise AnsibleError(f"the jumpstarter_lab Python package is needed on the Ansible controller ({IMPORT_ERROR}); "
-                           "install the collection's exporter/ distribution into the Python that runs Ansible")
+    require_library(AnsibleError)
+    from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
+    from jumpstarter_lab.errors import JumpstarterLabError
+
     if not config_path:
         raise AnsibleError(f"{what}: no client config (set client_config, the jumpstarter_client_config variable "
                            "or JMP_CLIENT_CONFIG)")

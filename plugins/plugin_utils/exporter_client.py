@@ -30,9 +30,10 @@ _OPTION_ENV = {"jumpstarter_host": "JUMPSTARTER_HOST", "jumpstarter_lease": "JMP
 _OPTION_DEFAULTS = {"jumpstarter_allow": [], "jumpstarter_insecure": False}
 
 
-def require_library() -> None:
+def require_library(error: type[Exception] = AnsibleConnectionFailure) -> None:
+    """Raise `error` saying how to get the jumpstarter_lab package when this Python lacks it."""
     if IMPORT_ERROR is not None:
-        raise AnsibleConnectionFailure(
+        raise error(
             f"the jumpstarter_lab Python package is needed on the Ansible controller ({IMPORT_ERROR}); "
             "install the collection's exporter/ distribution into the Python that runs Ansible")
 
