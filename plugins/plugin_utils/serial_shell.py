@@ -265,7 +265,7 @@ class SerialShell:
                   f"if [ \"$(sha256sum < {cache}/$h 2>/dev/null | cut -c1-64)\" = $h ]; then b=${{b}}1; else b=${{b}}0; fi; "
                   f"done; printf 'JL''C:{token}:%s\\n' \"$b\" \"$b\")\n")  # twice: console noise may cut one
         try:
-            _name, match = self.expect({"cache": rb"^JLC:" + token.encode() + rb":([01]*)$"}, 15, "the board's cache")
+            _name, match = self.expect({"cache": rb"^JLC:" + token.encode() + rb":([01]*)\n"}, 15, "the board's cache")
         except ConsoleTimeout:
             return set()
         bits = match.group(1).decode()
