@@ -21,7 +21,11 @@ description:
     pointing at the board's sshd) and hands every command and file to Ansible's ssh connection through it.
   - Files move as chunked, checksummed base64 (gzip-compressed when that pays) into a temporary file that is
     then moved into place.
-  - Needs C(sh), C(base64), C(sha256sum), C(sed) and C(wc) on the board (coreutils or busybox).
+  - The zipped code of a module crosses the console once; the board keeps it in C(.jl-cache-UID) under its
+    temporary directory (the newest 32 lines). Ansible zips a module anew every run, so this controller keeps
+    what it sent in C(jumpstarter-lines) under Ansible's home directory and sends a board only the blocks that
+    changed since; whatever is taken from a cache is checked against the checksum of the whole input.
+  - Needs C(sh), C(base64), C(sha256sum), C(head), C(dd), C(sed) and C(wc) on the board (coreutils or busybox).
 author: jumpstarter.lab developers (@jumpstarter-lab)
 version_added: 0.1.0
 extends_documentation_fragment:

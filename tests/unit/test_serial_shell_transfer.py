@@ -73,7 +73,8 @@ class PtyConsole:
 
 
 @pytest.fixture
-def board(tmp_path):
+def board(tmp_path, monkeypatch):
+    monkeypatch.setattr(serial_shell, "SENT_LINES", str(tmp_path / "sent-lines"))  # the controller's copies
     home = tmp_path / "board"
     home.mkdir()
     console = PtyConsole(home)
@@ -179,6 +180,25 @@ def test_long_input_lines_are_sent_once_then_taken_from_the_boards_cache(board, 
         code = base64.b64encode(os.urandom(20_000))
         run_module(b"")
     assert len(list(cache.iterdir())) == 2
+
+
+def test_a_new_version_of_a_cached_line_crosses_as_the_bytes_that_differ(board):
+    """As Ansible's module zip from one run to the next: the same length, timestamps changed here and there."""
+    code = bytearray(base64.b64encode(os.urandom(150_000)))
+
+    def run_module() -> int:
+        stdin = b"#!/usr/bin/python3\nzip_data = '" + bytes(code) + b"'\nend\n"
+        before = board.console.sent
+        result = board.run("sha256sum", stdin=stdin)
+        assert result.rc == 0 and result.stdout.split()[0].decode() == hashlib.sha256(stdin).hexdigest()
+        return board.console.sent - before
+
+    assert run_module() > len(code)
+    for offset in range(1000, len(code), 20_000):  # a new timestamp every 20 kB
+        code[offset:offset + 4] = b"ZZZZ" if code[offset:offset + 4] != b"ZZZZ" else b"YYYY"
+    assert run_module() < 6_000  # the differing blocks, not the line
+    code += b"AAAA"  # another length: no base, the line crosses whole
+    assert run_module() > len(code)
 
 
 class PacedConsole:
