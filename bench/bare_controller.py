@@ -32,8 +32,8 @@ class Bare:
         self.streams: dict[str, asyncio.Queue] = {}  # exporter -> its Status stream
 
 
-class Controller:
-    """The exporters' side: Register and Status (the generated servicer's names, added below)."""
+class Controller(jumpstarter_pb2_grpc.ControllerServiceServicer):
+    """The exporters' side: Register and Status (the generated base answers the rest UNIMPLEMENTED)."""
 
     def __init__(self, state: Bare):
         self.state = state
@@ -50,7 +50,7 @@ class Controller:
             yield jumpstarter_pb2.StatusResponse(leased=lease is not None, lease_name=lease or "")
 
 
-class Clients:
+class Clients(client_pb2_grpc.ClientServiceServicer):
     """The clients' side: CreateLease and DeleteLease."""
 
     def __init__(self, state: Bare):

@@ -124,7 +124,8 @@ def run_case(db: str | None, args) -> dict:
         command = [str(BIN / "jumpstarter-lab"), "controller", "run", "--db", db, "--listen", endpoint, "--insecure"]
     controller = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        controller.stdout.readline()
+        if not controller.stdout.readline():
+            raise RuntimeError(f"{' '.join(command)} exited before it listened (status {controller.wait()})")
         result = {}
 
         async def idle():
