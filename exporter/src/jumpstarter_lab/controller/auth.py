@@ -40,6 +40,9 @@ class Identity:
 
 
 VERIFIED_TTL = 5.0  # seconds a verified token is trusted without asking the database again
+# A token in use is verified again in the background once 50-90% of VERIFIED_TTL has passed (jittered),
+# so calls do not wait for the database and a revocation still lands in time.
+REFRESH_AFTER = (0.5, 0.9)
 
 
 class Authority:
@@ -47,7 +50,8 @@ class Authority:
         self.store = store
         self._kid, self._key = self._signing_key()
         self._public = {}
-        self._verified: dict[tuple[str, str], tuple[float, Identity]] = {}
+        self._verified: dict[tuple[str, str], tuple[float, float, Identity]] = {}  # -> (refresh at, expires, identity)
+        self._refreshing: set[tuple[str, str]] = set()
 
     def _signing_key(self):
         with self.store.transaction() as conn:
@@ -126,17 +130,43 @@ class Authority:
         A token verified in the last VERIFIED_TTL seconds is trusted without a database
         read, so a revocation takes effect within that time.
         """
-        identity = self.verified(token, kind) or self._verify(token, kind)
+        return self.verified(token, kind) or self._remember(token, kind)
+
+    def _remember(self, token: str, kind: str) -> Identity:
+        identity = self._verify(token, kind)
         if len(self._verified) > 10000:
             self._verified.clear()
-        # Spread re-verification out: tokens verified together (a restart) should not all expire together.
-        self._verified[(token, kind)] = (now() + VERIFIED_TTL * (0.5 + secrets.randbelow(1000) / 2000), identity)
+        # Jittered: tokens verified together (a restart) should not all be verified again together.
+        t = now()
+        low, high = REFRESH_AFTER
+        refresh = t + VERIFIED_TTL * (low + (high - low) * secrets.randbelow(1000) / 1000)
+        self._verified[(token, kind)] = (refresh, t + VERIFIED_TTL, identity)
         return identity
 
     def verified(self, token: str, kind: str) -> Identity | None:
         """The identity of a token verified in the last VERIFIED_TTL seconds (no I/O), else None."""
         cached = self._verified.get((token, kind))
-        return cached[1] if cached and cached[0] > now() else None
+        return cached[2] if cached and cached[1] > now() else None
+
+    def refresh_due(self, token: str, kind: str) -> bool:
+        """Whether a trusted token is old enough to be verified again ahead of its expiry, and no one
+        is doing it yet; True claims the refresh (call refresh())."""
+        key = (token, kind)
+        cached = self._verified.get(key)
+        if not cached or cached[0] > now() or key in self._refreshing:
+            return False
+        self._refreshing.add(key)
+        return True
+
+    def refresh(self, token: str, kind: str) -> None:
+        """Verify a trusted token again: trusted for another VERIFIED_TTL, or forgotten (revoked or
+        expired since), so its next call is verified in full and refused."""
+        try:
+            self._remember(token, kind)
+        except NotAuthenticated:
+            self._verified.pop((token, kind), None)
+        finally:
+            self._refreshing.discard((token, kind))
 
     def _verify(self, token: str, kind: str) -> Identity:
         claims = self._decode(token, audience(kind), f"{kind} token")

@@ -159,6 +159,7 @@ class Leases:
         self.grace = exporter_grace  # how long an exporter may be unheard of before it counts as offline
         self.active: dict[str, LeaseView] = {}  # queued and granted leases; replaced whole after each commit
         self.exporters_seen: dict[tuple[str, str], ExporterSeen] = {}
+        self._labels: dict[str, dict] = {}  # labels as stored -> parsed; shared, never changed in place
         self.seen = 0  # the lease clock value this replica has read up to
         self.on_change: Callable[[], None] = lambda: None
         self._pending: list[tuple[Callable, asyncio.Future]] = []
@@ -176,11 +177,14 @@ class Leases:
                            for row in conn.execute(sa.select(leases).where(leases.c.state.in_(ACTIVE)))}
             self.exporters_seen = self._read_exporters(conn)
 
-    @staticmethod
-    def _read_exporters(conn) -> dict[tuple[str, str], ExporterSeen]:
+    def _read_exporters(self, conn) -> dict[tuple[str, str], ExporterSeen]:
+        """Every exporter's labels and how long it counts as online. Read every few seconds (and
+        whenever one comes online), so labels are parsed only when their text changed."""
         rows = conn.execute(sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels,
-                                      exporters.c.online_until).order_by(exporters.c.name))
-        return {(r.namespace, r.name): ExporterSeen(loads(r.labels), r.online_until) for r in rows}
+                                      exporters.c.online_until).order_by(exporters.c.name)).all()
+        known = self._labels
+        self._labels = {r.labels: known[r.labels] if r.labels in known else loads(r.labels) for r in rows}
+        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until) for r in rows}
 
     def _merge(self, active: dict[str, LeaseView], conn) -> dict[str, LeaseView]:
         """Fold in the rows other replicas wrote since this one last read."""

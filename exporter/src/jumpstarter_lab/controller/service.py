@@ -28,10 +28,19 @@ async def authenticate(context, authority: Authority, kind: str) -> Identity:
     token = bearer(context)
     if not token:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no {kind} token (authorization: Bearer ...)")
+    identity = authority.verified(token, kind)
+    if identity is not None:
+        if authority.refresh_due(token, kind):  # verified again off the call's path
+            _refreshes.add(task := asyncio.ensure_future(asyncio.to_thread(authority.refresh, token, kind)))
+            task.add_done_callback(_refreshes.discard)
+        return identity
     try:
-        return authority.verified(token, kind) or await asyncio.to_thread(authority.verify, token, kind)
+        return await asyncio.to_thread(authority.verify, token, kind)
     except NotAuthenticated as e:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+
+
+_refreshes: set[asyncio.Future] = set()  # background token refreshes: held so they are not collected mid-way
 
 
 async def _abort(context, exc: Exception):
