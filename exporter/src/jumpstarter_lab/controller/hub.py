@@ -45,8 +45,9 @@ class Hub:
         if grant_id(self.grants.get(key)) != grant_id(seen):
             return
         waiter = self._waiters.setdefault(key, asyncio.Event())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(waiter.wait(), timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for: this runs per grant
+                await waiter.wait()
 
     @contextlib.contextmanager
     def exporter_connected(self, key: tuple[str, str]):

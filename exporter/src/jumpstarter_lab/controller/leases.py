@@ -13,6 +13,7 @@ token or an exporter acting on an older grant can be told apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -177,13 +178,19 @@ class Leases:
                            for row in conn.execute(sa.select(leases).where(leases.c.state.in_(ACTIVE)))}
             self.exporters_seen = self._read_exporters(conn)
 
-    def _read_exporters(self, conn) -> dict[tuple[str, str], ExporterSeen]:
-        """Every exporter's labels and how long it counts as online. Read every few seconds (and
-        whenever one comes online), so labels are parsed only when their text changed."""
-        rows = conn.execute(sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels,
-                                      exporters.c.online_until).order_by(exporters.c.name)).all()
+    def _read_exporters(self, conn, keys: set[tuple[str, str]] | None = None) -> dict[tuple[str, str], ExporterSeen]:
+        """Exporters' labels and how long they count as online: all of them (every few seconds), or
+        those in `keys`. Labels are parsed only when their text is new."""
+        query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until)
+        if keys is not None:
+            query = query.where(sa.tuple_(exporters.c.namespace, exporters.c.name).in_(sorted(keys)))
+        rows = conn.execute(query.order_by(exporters.c.name)).all()
         known = self._labels
-        self._labels = {r.labels: known[r.labels] if r.labels in known else loads(r.labels) for r in rows}
+        if keys is None:  # forget labels no exporter has any more
+            self._labels = {}
+        for r in rows:
+            if r.labels not in self._labels:
+                self._labels[r.labels] = known[r.labels] if r.labels in known else loads(r.labels)
         return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until) for r in rows}
 
     def _merge(self, active: dict[str, LeaseView], conn) -> dict[str, LeaseView]:
@@ -208,8 +215,11 @@ class Leases:
                 conn.execute(lease_clock.update().values(seq=lease_clock.c.seq + 1))
                 seq = conn.execute(sa.select(lease_clock.c.seq)).scalar_one()
             batch = _Batch(conn, self._merge(self.active, conn), self.exporters_seen, now())
-            if any(getattr(op, "refresh_exporters", False) for op in ops):
+            wanted = [getattr(op, "refresh_exporters", None) for op in ops]
+            if any(keys is True for keys in wanted):
                 batch.exporters = self._read_exporters(conn)
+            elif keys := set().union(*(keys for keys in wanted if keys)):
+                batch.exporters = {**batch.exporters, **self._read_exporters(conn, keys)}
             results = []
             for op in ops:
                 try:
@@ -247,10 +257,9 @@ class Leases:
         self._wake = self._wake or asyncio.Event()
         while True:
             if not self._pending:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), SYNC_INTERVAL)
-                except asyncio.TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SYNC_INTERVAL):
+                        await self._wake.wait()
             self._wake.clear()
             ops, self._pending = self._pending, []
             grants_before = self.grants_key()
@@ -411,7 +420,8 @@ class Leases:
             return lease
 
         # An exporter this replica has not seen yet may have registered a moment ago: read them afresh.
-        op.refresh_exporters = exporter_name is not None and wanted not in self.exporters_seen
+        if exporter_name is not None and wanted not in self.exporters_seen:
+            op.refresh_exporters = {wanted}
         return await self._submit(op)
 
     async def keepalive(self, identity: Identity, name: str) -> LeaseView:
@@ -442,12 +452,13 @@ class Leases:
 
         await self._submit(op)
 
-    async def schedule(self, refresh_exporters: bool = True) -> None:
-        """Expire what lapsed and grant what can be granted (with the exporters read afresh)."""
+    async def schedule(self, exporter: tuple[str, str] | None = None) -> None:
+        """Expire what lapsed and grant what can be granted, with the exporters read afresh: all of
+        them, or the one (namespace, name) whose state just changed."""
         def op(batch: _Batch) -> None:
             self._expire(batch)
 
-        op.refresh_exporters = refresh_exporters
+        op.refresh_exporters = {exporter} if exporter else True
         await self._submit(op)
 
     # --- the scheduler ---------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class ControllerServicer:
     async def Unregister(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
         await asyncio.to_thread(self.leases.heartbeat, identity, False)
-        await self.leases.schedule()  # its lease ends now, not when the grace runs out
+        await self.leases.schedule((identity.namespace, identity.name))  # its lease ends now, not after the grace
         return jumpstarter_pb2.UnregisterResponse()
 
     async def ReportStatus(self, request, context):
@@ -120,7 +120,7 @@ class ControllerServicer:
         key = (identity.namespace, identity.name)
         with self.hub.exporter_connected(key):
             await asyncio.to_thread(self.leases.heartbeat, identity)
-            await self.leases.schedule()  # an exporter coming online may be what a queued lease waits for
+            await self.leases.schedule(key)  # an exporter coming online may be what a queued lease waits for
             last = ()
             while not context.done():
                 lease = self.hub.grants.get(key)
