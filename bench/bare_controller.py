@@ -32,17 +32,18 @@ class Bare:
         self.streams: dict[str, asyncio.Queue] = {}  # exporter -> its Status stream
 
 
+# The generated servicers answer every method UNIMPLEMENTED; grpc.aio takes async overrides.
 class Controller(jumpstarter_pb2_grpc.ControllerServiceServicer):
     """The exporters' side: Register and Status (the generated base answers the rest UNIMPLEMENTED)."""
 
     def __init__(self, state: Bare):
         self.state = state
 
-    async def Register(self, request, context):
+    async def Register(self, request, context):  # pylint: disable=invalid-overridden-method
         self.state.free[_name(context)] = None
         return jumpstarter_pb2.RegisterResponse()
 
-    async def Status(self, request, context):
+    async def Status(self, request, context):  # pylint: disable=invalid-overridden-method
         queue = self.state.streams[_name(context)] = asyncio.Queue()
         yield jumpstarter_pb2.StatusResponse(leased=False)
         while True:
@@ -56,7 +57,7 @@ class Clients(client_pb2_grpc.ClientServiceServicer):
     def __init__(self, state: Bare):
         self.state = state
 
-    async def CreateLease(self, request, context):
+    async def CreateLease(self, request, context):  # pylint: disable=invalid-overridden-method
         exporter = next(iter(self.state.free))
         del self.state.free[exporter]
         name = str(uuid.uuid4())
@@ -67,7 +68,7 @@ class Clients(client_pb2_grpc.ClientServiceServicer):
         lease.conditions.append(kubernetes_pb2.Condition(type="Ready", status="True", reason="Ready"))
         return lease
 
-    async def DeleteLease(self, request, context):
+    async def DeleteLease(self, request, context):  # pylint: disable=invalid-overridden-method
         exporter = self.state.leases.pop(request.name.rsplit("/", 1)[-1])
         self.state.free[exporter] = None
         self.state.streams[exporter].put_nowait(None)
