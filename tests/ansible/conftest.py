@@ -73,21 +73,27 @@ class Lab:
         return output
 
 
+def start_exporter(workdir: Path, export: str, *args: str) -> ExporterProcess:
+    """An exporter serving `export` on workdir/lab.sock (config and log in workdir); also makes the
+    temporary directory a Lab's Ansible runs use."""
+    config = workdir / "exporter.yaml"
+    config.write_text(exporter_config(export))
+    (workdir / "tmp").mkdir()
+    return ExporterProcess(["--config", str(config), "--socket", str(workdir / "lab.sock"), *args],
+                           workdir / "exporter.log")
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, collections_path):
     """A sim board, flashed and powered on in the session the inventory's host uses."""
     workdir = tmp_path_factory.mktemp("lab")
-    config = workdir / "exporter.yaml"
-    config.write_text(exporter_config(SIM))
-    exporter = ExporterProcess(["--config", str(config), "--socket", str(workdir / "lab.sock"),
-                                "--session-linger", "600"], workdir / "exporter.log")
+    exporter = start_exporter(workdir, SIM, "--session-linger", "600")
     image = workdir / "image.bin"
     image.write_bytes(b"JUMPSTARTER_MARKER=ansible-lab\n")
     holder = connect(exporter.address, session="ansible-board1")
     root = holder.__enter__()
     root.board.storage.flash(image)
     root.board.power.on()
-    (workdir / "tmp").mkdir()
     try:
         yield Lab(workdir, collections_path, exporter.address)
     finally:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Lab
-from helpers import ExporterProcess, exporter_config
+from conftest import Lab, start_exporter
 from jumpstarter_lab.client import connect
 
 OUTPUT = "".join(f"{i}\n" for i in range(1, 1501))  # what `seq 1 1500` prints: ~20 lines of base64 on the console
@@ -118,16 +117,13 @@ class LossyLine:
 def lossy(tmp_path_factory, collections_path):
     workdir = tmp_path_factory.mktemp("lossy")
     line = LossyLine(workdir)
-    config = workdir / "exporter.yaml"
-    config.write_text(exporter_config(f"""
+    exporter = start_exporter(workdir, f"""
 board:
   children:
     console:
       type: jumpstarter_driver_pyserial.driver.PySerial
       config: {{url: {line.device}, baudrate: 115200}}
-"""))
-    exporter = ExporterProcess(["--config", str(config), "--socket", str(workdir / "lab.sock")], workdir / "exporter.log")
-    (workdir / "tmp").mkdir()
+""")
     try:
         yield Lab(workdir, collections_path, exporter.address), line
     finally:

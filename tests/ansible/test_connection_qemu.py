@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from conftest import Lab
-from helpers import ExporterProcess, exporter_config
+from conftest import Lab, start_exporter
 from integration.qemu_helpers import BOOT_TIMEOUT, PASSWORD, board_entry, guest_image
 from jumpstarter_lab.client import connect
 
@@ -27,13 +26,9 @@ def qemu_lab(request, tmp_path_factory, collections_path):
     """The QEMU board booted to its login prompt, in the exporter session the inventory's host uses."""
     image = guest_image(request.config)
     workdir = tmp_path_factory.mktemp("qemu-lab")
-    config = workdir / "exporter.yaml"
-    config.write_text(exporter_config(board_entry(image)))
-    exporter = ExporterProcess(["--config", str(config), "--socket", str(workdir / "lab.sock"),
-                                "--session-linger", "600"], workdir / "exporter.log")
+    exporter = start_exporter(workdir, board_entry(image), "--session-linger", "600")
     holder = connect(exporter.address, session="ansible-board1")
     root = holder.__enter__()
-    (workdir / "tmp").mkdir()
     try:
         with root.board.console.open() as console:
             started = time.monotonic()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Lab
-from helpers import ExporterProcess, exporter_config, listening, prepare_sshd, wait_for
+from conftest import Lab, start_exporter
+from helpers import listening, prepare_sshd, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +32,13 @@ def sshd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ssh_lab(tmp_path_factory, collections_path, sshd):
     workdir = tmp_path_factory.mktemp("ssh-lab")
-    config = workdir / "exporter.yaml"
-    config.write_text(exporter_config(f"""
+    exporter = start_exporter(workdir, f"""
 board:
   children:
     ssh:
       type: jumpstarter_driver_network.driver.TcpNetwork
       config: {{host: 127.0.0.1, port: {sshd['port']}}}
-"""))
-    exporter = ExporterProcess(["--config", str(config), "--socket", str(workdir / "lab.sock")], workdir / "exporter.log")
-    (workdir / "tmp").mkdir()
+""")
     lab = Lab(workdir, collections_path, exporter.address)
     lab.inventory.write_text(yaml.safe_dump({"all": {"hosts": {"board1": {
         "ansible_connection": "jumpstarter.lab.jumpstarter",
