@@ -241,7 +241,7 @@ class SerialShell:
         # A line the board lacks may differ from one it has in a few bytes only (Ansible zips a
         # module anew on every run: the same code, new timestamps): then only those bytes cross.
         bases = {digest: base for digest, (segment, cacheable) in zip(wanted, [s for s in segments if s[1]])
-                 if (base := _similar(segment))}
+                 if (base := _similar(segment, digest))}
         have = self._cached(cache, wanted + [base[0] for base in bases.values()])
         text, stored = f": > {target}\n", False
         for segment, cacheable in segments:
@@ -598,9 +598,12 @@ def _remember(segment: bytes, digest: str) -> None:
         pass  # a cache only: without it, lines cross whole
 
 
-def _similar(segment: bytes) -> tuple[str, list[tuple[int, bytes]]] | None:
+def _similar(segment: bytes, digest: str) -> tuple[str, list[tuple[int, bytes]]] | None:
     """(digest of a remembered line of the same length, the blocks where `segment` differs from it),
-    for the remembered line that needs the fewest; None when none differs in under a quarter."""
+    for the remembered line that needs the fewest; None when none differs in under a quarter, or
+    when `segment` itself (its sha256 `digest`) was sent before: the board has it or needs it whole."""
+    if os.path.exists(os.path.join(SENT_LINES, digest)):
+        return None
     best = None
     try:
         entries = [e for e in os.scandir(SENT_LINES) if e.is_file() and e.stat().st_size == len(segment)]
