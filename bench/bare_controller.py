@@ -18,7 +18,7 @@ import uuid
 import grpc
 from google.protobuf import empty_pb2
 
-from jumpstarter_lab.protocol import client_pb2, client_pb2_grpc, jumpstarter_pb2, jumpstarter_pb2_grpc, kubernetes_pb2
+from jumpstarter_lab.wire.protocol import client_pb2, client_pb2_grpc, jumpstarter_pb2, jumpstarter_pb2_grpc, kubernetes_pb2
 
 
 def _name(context) -> str:

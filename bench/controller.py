@@ -33,11 +33,11 @@ from pathlib import Path
 
 import grpc
 
-from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
+from jumpstarter_lab.client import ClientConfig, ControllerClient
 from jumpstarter_lab.controller.auth import Authority
 from jumpstarter_lab.controller.store import Store
-from jumpstarter_lab.distributed import auth_metadata
-from jumpstarter_lab.protocol import jumpstarter_pb2, jumpstarter_pb2_grpc
+from jumpstarter_lab.wire.metadata import identity_metadata
+from jumpstarter_lab.wire.protocol import jumpstarter_pb2, jumpstarter_pb2_grpc
 
 BIN = Path(sys.executable).parent
 
@@ -74,7 +74,7 @@ async def simulated_exporters(endpoint: str, tokens: list[str], ready: asyncio.E
     try:
         for i, token in enumerate(tokens):
             stub = jumpstarter_pb2_grpc.ControllerServiceStub(channels[i % len(channels)])
-            metadata = auth_metadata(token, "Exporter", "default", f"e{i}")
+            metadata = identity_metadata(token, "Exporter", "default", f"e{i}")
             await stub.Register(jumpstarter_pb2.RegisterRequest(), metadata=metadata)
             call = stub.Status(jumpstarter_pb2.StatusRequest(), metadata=metadata)
             await call.read()  # the first status: registered and listening

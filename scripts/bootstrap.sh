@@ -24,7 +24,7 @@ ensure_venv() {  # dir fingerprint install-command...
 }
 
 install_project() {
-    local editables=(-e exporter)
+    local editables=(-e "exporter[controller]")
     for d in drivers/*/; do editables+=(-e "$d"); done
     "$venv/bin/pip" install "${pip_quiet[@]}" -r requirements/dev.txt "${editables[@]}"
 }

@@ -243,7 +243,7 @@ class ControllerLab:
                      *self.trust, "-o", str(path), *extra)
         assert result.returncode == 0, result.stderr
         assert oct(path.stat().st_mode & 0o777) == "0o600"
-        from jumpstarter_lab.client.lease import ClientConfig
+        from jumpstarter_lab.client import ClientConfig
 
         return ClientConfig.load(path)
 

@@ -60,7 +60,7 @@ class ActionModule(ActionBase):
                 return {"changed": True, "lease": "", "msg": f"would lease {exporter or args['selector']}"}
             status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter)
             try:
-                status = await client.wait_ready(status.name, args["timeout"], ttl=args["ttl"])
+                status = await client.wait_ready(status.name, args["timeout"])
             except BaseException:
                 await client.release(status.name)  # do not leave a request waiting in the queue
                 raise

@@ -83,7 +83,7 @@ GROUP = "jumpstarter"
 
 def _status_name(value: int) -> str:
     """`EXPORTER_STATUS_LEASE_READY` -> `lease_ready` (the controller's enum, as a plain word)."""
-    from jumpstarter_lab.protocol import common_pb2
+    from jumpstarter_lab.wire.protocol import common_pb2
 
     try:
         return common_pb2.ExporterStatus.Name(value).removeprefix("EXPORTER_STATUS_").lower()

@@ -19,8 +19,8 @@ def with_controller(config_path: str | None, work, what: str):
     become AnsibleError saying `what` failed and why.
     """
     require_library(AnsibleError)
-    from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
-    from jumpstarter_lab.errors import JumpstarterLabError
+    from jumpstarter_lab.client import ClientConfig, ControllerClient
+    from jumpstarter_lab.wire.errors import JumpstarterLabError
 
     if not config_path:
         raise AnsibleError(f"{what}: no client config (set client_config, the jumpstarter_client_config variable "

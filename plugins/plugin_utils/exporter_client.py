@@ -12,8 +12,8 @@ from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 try:
     from jumpstarter_lab.client import Allowlist, connect
     from jumpstarter_lab.client.allowlist import DEFAULT_ALLOW
-    from jumpstarter_lab.client.lease import ClientConfig, connect_lease
-    from jumpstarter_lab.errors import JumpstarterLabError
+    from jumpstarter_lab.client import ClientConfig, connect_lease
+    from jumpstarter_lab.wire.errors import JumpstarterLabError
 except ImportError as e:  # the controller's Python lacks the library
     IMPORT_ERROR: Exception | None = e
 else:

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import Lab
 from helpers import ControllerLab, cli
-from jumpstarter_lab.client.lease import ClientConfig, ControllerClient, connect_lease
+from jumpstarter_lab.client import ClientConfig, ControllerClient, connect_lease
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from helpers import CLI, ControllerLab, cli, free_port
-from jumpstarter_lab.client.lease import ClientConfig, ControllerClient
-from jumpstarter_lab.errors import AccessDenied, DriverError, NotAuthenticated
+from jumpstarter_lab.client import ClientConfig, ControllerClient
+from jumpstarter_lab.wire.errors import AccessDenied, DriverError, NotAuthenticated
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_lease_expires_when_keepalive_stops(lab):
 
     async def scenario(client: ControllerClient):
         lease = await client.create_lease("board=mock", 600, ttl=2)
-        await client.wait_ready(lease.name, 30, ttl=2)
+        await client.wait_ready(lease.name, 30)
         for _renewal in range(3):  # renewing keeps it
             await asyncio.sleep(1)
             assert (await client.keepalive(lease.name)).ready

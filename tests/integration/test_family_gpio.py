@@ -17,7 +17,7 @@ import pytest
 from helpers import CLI, subprocess_env
 from jumpstarter_lab.client import DriverClient, connect
 from jumpstarter_lab.driver import exported_methods
-from jumpstarter_lab.errors import (
+from jumpstarter_lab.wire.errors import (
     DriverInvalidArgument,
     DriverNotImplemented,
     DriverTimeout,

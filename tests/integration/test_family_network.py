@@ -22,7 +22,7 @@ import pytest
 from helpers import CLI, free_port, subprocess_env, wait_for
 from jumpstarter_lab.client import DriverClient, connect, connect_async
 from jumpstarter_lab.driver import STREAM, exported_methods
-from jumpstarter_lab.errors import ExporterUnavailable
+from jumpstarter_lab.wire.errors import ExporterUnavailable
 from jumpstarter_lab_driver_network.adapters import (
     TcpPortforwardAdapter,
     UnixPortforwardAdapter,

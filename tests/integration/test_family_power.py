@@ -20,7 +20,7 @@ import pytest
 from helpers import cli, free_port, process_gone, wait_for
 from jumpstarter_lab.client import DriverClient, connect
 from jumpstarter_lab.driver import exported_methods
-from jumpstarter_lab.errors import (
+from jumpstarter_lab.wire.errors import (
     AccessDenied,
     DriverError,
     DriverInvalidArgument,

@@ -12,7 +12,7 @@ import pytest
 from helpers import cli, process_gone, wait_for
 from jumpstarter_lab.client import DriverClient, connect
 from jumpstarter_lab.driver import exported_methods
-from jumpstarter_lab.errors import DriverInvalidArgument, DriverTimeout
+from jumpstarter_lab.wire.errors import DriverInvalidArgument, DriverTimeout
 from jumpstarter_lab_driver_shell.client import ShellClient, ShellResult
 from jumpstarter_lab_driver_shell.driver import Shell
 from jumpstarter_lab_driver_shell.interface import ShellInterface

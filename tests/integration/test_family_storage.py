@@ -13,7 +13,7 @@ import pytest
 import zstandard
 
 from jumpstarter_lab.client import connect
-from jumpstarter_lab.errors import DriverError, DriverInvalidArgument, DriverNotImplemented, ExporterUnavailable
+from jumpstarter_lab.wire.errors import DriverError, DriverInvalidArgument, DriverNotImplemented, ExporterUnavailable
 
 from helpers import subprocess_env, wait_for
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from jumpstarter_lab.controller.auth import Identity
 from jumpstarter_lab.controller.leases import Leases
 from jumpstarter_lab.controller.store import Store, engine_for, leases
-from jumpstarter_lab.errors import AccessDenied, DriverInvalidArgument, MethodNotFound
+from jumpstarter_lab.wire.errors import AccessDenied, DriverInvalidArgument, MethodNotFound
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -16,7 +16,7 @@ import pytest
 
 from helpers import FIXTURES, STANDARD_EXPORT, subprocess_env, wait_for
 from jumpstarter_lab.client import Allowlist, UnavailableClient, connect
-from jumpstarter_lab.errors import (
+from jumpstarter_lab.wire.errors import (
     ClientNotAllowed,
     DriverError,
     DriverInvalidArgument,

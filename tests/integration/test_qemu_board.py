@@ -22,8 +22,8 @@ import zstandard
 
 from helpers import cli, exporter_config, process_gone, wait_for
 from jumpstarter_lab.client import connect
-from jumpstarter_lab.config import load_text
-from jumpstarter_lab.errors import ConfigError, DriverError, ExporterUnavailable
+from jumpstarter_lab.exporter.config import load_text
+from jumpstarter_lab.wire.errors import ConfigError, DriverError, ExporterUnavailable
 from jumpstarter_lab_driver_qemu.image import set_marker
 from qemu_helpers import BOOT_TIMEOUT, board_entry, boot_marker, guest_image, login, shell
 

@@ -7,7 +7,7 @@ import select
 import tty
 
 from jumpstarter_lab.client import connect
-from jumpstarter_lab.errors import ExporterUnavailable
+from jumpstarter_lab.wire.errors import ExporterUnavailable
 
 import pytest
 

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import CLI, process_gone, subprocess_env, wait_for
 from jumpstarter_lab.client import connect
-from jumpstarter_lab.errors import DriverInvalidArgument
+from jumpstarter_lab.wire.errors import DriverInvalidArgument
 from jumpstarter_lab_driver_serial.client import Console
 
 SIM = """

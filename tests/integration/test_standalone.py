@@ -8,8 +8,8 @@ import pytest
 
 from helpers import CLI, STANDARD_EXPORT
 from jumpstarter_lab.client import connect
-from jumpstarter_lab.errors import ExporterUnavailable
-from jumpstarter_lab.tls import issue_server_cert, make_ca
+from jumpstarter_lab.wire.errors import ExporterUnavailable
+from jumpstarter_lab.controller.tls import issue_server_cert, make_ca
 
 
 @pytest.fixture(scope="module")

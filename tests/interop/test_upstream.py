@@ -13,7 +13,7 @@ import pytest
 
 from helpers import ROOT, STANDARD_EXPORT, exporter_config, free_port, upstream_venv, wait_for
 from jumpstarter_lab.client import connect
-from jumpstarter_lab.errors import MethodNotFound
+from jumpstarter_lab.wire.errors import MethodNotFound
 
 DESCRIBE = textwrap.dedent("""
     import json, sys
@@ -22,7 +22,7 @@ DESCRIBE = textwrap.dedent("""
         from jumpstarter_protocol.jumpstarter.v1 import common_pb2, jumpstarter_pb2, kubernetes_pb2, router_pb2
         from jumpstarter_protocol.jumpstarter.client.v1 import client_pb2
     else:
-        from jumpstarter_lab.protocol import common_pb2, jumpstarter_pb2, kubernetes_pb2, router_pb2, client_pb2
+        from jumpstarter_lab.wire.protocol import common_pb2, jumpstarter_pb2, kubernetes_pb2, router_pb2, client_pb2
 
     def fields(message, prefix=""):
         out = {}

@@ -7,7 +7,7 @@ import pytest
 from jumpstarter_lab.controller import auth
 from jumpstarter_lab.controller.auth import Authority
 from jumpstarter_lab.controller.store import Store
-from jumpstarter_lab.errors import NotAuthenticated
+from jumpstarter_lab.wire.errors import NotAuthenticated
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import pytest
 
 from helpers import FIXTURES, STANDARD_EXPORT, exporter_config
-from jumpstarter_lab import config
-from jumpstarter_lab.errors import ConfigError
+from jumpstarter_lab.exporter import config
+from jumpstarter_lab.wire.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -180,5 +180,5 @@ power:
 alias:
   ref: board.power
 """)
-    assert error_of(text) == ("export.alias: ref 'board.power' names no driver in the export tree "
-                              "(no 'board' among power, alias) (exporter.yaml:10)")
+    assert error_of(text) == ("export.alias: ref 'board.power' names no driver in the export tree: "
+                              "no driver 'board' under the exporter (has: power, alias) (exporter.yaml:10)")

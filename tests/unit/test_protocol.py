@@ -6,7 +6,7 @@ import sys
 
 from helpers import ROOT
 
-GENERATED = ROOT / "exporter" / "src" / "jumpstarter_lab" / "protocol"
+GENERATED = ROOT / "exporter" / "src" / "jumpstarter_lab" / "wire" / "protocol"
 
 
 def test_generated_code_is_fresh(tmp_path):
@@ -21,7 +21,7 @@ def test_generated_code_is_fresh(tmp_path):
 
 
 def test_service_method_paths_match_upstream_names():
-    from jumpstarter_lab.protocol import client_pb2, jumpstarter_pb2, router_pb2
+    from jumpstarter_lab.wire.protocol import client_pb2, jumpstarter_pb2, router_pb2
 
     exporter = jumpstarter_pb2.DESCRIPTOR.services_by_name["ExporterService"]
     assert exporter.full_name == "jumpstarter.v1.ExporterService"

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from jumpstarter_lab import values
+from jumpstarter_lab.wire import values
 
 
 @dataclass

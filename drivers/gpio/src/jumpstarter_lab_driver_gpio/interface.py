@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 
+from jumpstarter_lab.wire import labels
+
 from .common import PinState
 
 
 class DigitalOutputInterface(metaclass=ABCMeta):
     @classmethod
     def client(cls) -> str:
-        return "jumpstarter_driver_gpiod.client.DigitalOutputClient"
+        return labels.DIGITAL_OUTPUT
 
     @abstractmethod
     async def on(self) -> None: ...
@@ -25,7 +27,7 @@ class DigitalOutputInterface(metaclass=ABCMeta):
 class DigitalInputInterface(metaclass=ABCMeta):
     @classmethod
     def client(cls) -> str:
-        return "jumpstarter_driver_gpiod.client.DigitalInputClient"
+        return labels.DIGITAL_INPUT
 
     @abstractmethod
     async def read_pin(self) -> PinState: ...

@@ -17,7 +17,7 @@ import select
 import threading
 from dataclasses import dataclass
 
-from jumpstarter_lab.errors import ExporterUnavailable
+from jumpstarter_lab.wire.errors import ExporterUnavailable
 
 CONSUMER = "jumpstarter-lab"
 

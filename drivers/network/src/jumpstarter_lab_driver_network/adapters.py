@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from jumpstarter_lab.client import DriverClient
-from jumpstarter_lab.errors import JumpstarterLabError
+from jumpstarter_lab.wire.errors import JumpstarterLabError
 from jumpstarter_lab.streams import SocketStream, forward
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from jumpstarter_lab.driver import Driver, export, exportstream
-from jumpstarter_lab.errors import ExporterUnavailable
+from jumpstarter_lab.wire.errors import ExporterUnavailable
 from jumpstarter_lab.streams import LoopbackStream, SocketStream
 
 from .datagram import DatagramStream

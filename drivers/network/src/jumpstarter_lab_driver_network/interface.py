@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 
+from jumpstarter_lab.wire import labels
+
 
 class NetworkInterface(metaclass=ABCMeta):
     """A byte stream to something on the exporter's network; clients open it with `stream()`."""
 
     @classmethod
     def client(cls) -> str:
-        return "jumpstarter_driver_network.client.NetworkClient"
+        return labels.NETWORK
 
     @abstractmethod
     async def connect(self):

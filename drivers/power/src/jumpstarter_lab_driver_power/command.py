@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from jumpstarter_lab.driver import Driver, export
-from jumpstarter_lab.processes import kill_process_group
-from jumpstarter_lab.errors import DriverError, ExporterUnavailable
+from jumpstarter_lab.driver.processes import kill_process_group
+from jumpstarter_lab.wire.errors import DriverError, ExporterUnavailable
 
 from .interface import PowerInterface, PowerReading
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from jumpstarter_lab.driver import Driver, export
-from jumpstarter_lab.errors import DriverError, ExporterUnavailable
+from jumpstarter_lab.wire.errors import DriverError, ExporterUnavailable
 
 from .interface import PowerInterface, PowerReading
 

@@ -6,6 +6,8 @@ from abc import ABCMeta, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from jumpstarter_lab.wire import labels
+
 
 @dataclass(frozen=True)
 class PowerReading:
@@ -20,7 +22,7 @@ class PowerReading:
 class PowerInterface(metaclass=ABCMeta):
     @classmethod
     def client(cls) -> str:
-        return "jumpstarter_driver_power.client.PowerClient"
+        return labels.POWER
 
     @abstractmethod
     async def on(self) -> None: ...

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from jumpstarter_lab.driver import Driver, export
-from jumpstarter_lab.errors import ExporterUnavailable
+from jumpstarter_lab.wire.errors import ExporterUnavailable
 
 from .interface import PowerInterface, PowerReading
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
+from jumpstarter_lab.wire import labels
 from jumpstarter_lab_driver_network.driver import NetworkInterface, tcp_stream
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
 from jumpstarter_lab_driver_serial.interface import SerialInterface
@@ -111,7 +112,7 @@ class QemuStorage(Driver):
 
     @classmethod
     def client(cls) -> str:
-        return "jumpstarter_driver_opendal.client.StorageMuxClient"
+        return labels.STORAGE_MUX
 
     def __init__(self, machine: Machine):
         self._machine = machine
@@ -228,7 +229,7 @@ class QemuBoard(CompositeInterface, Driver):
             memory_mib=parse_size(memory if memory is not None else "512M", 1 << 20, "memory") >> 20,
             cpus=cpus, cpu=self.cpu, arch=self.arch, accel=self.accel, binary=self.qemu_binary,
             disk_bytes=parse_size(self.disk_size, 1, "disk_size") if self.disk_size else None,
-            extra_args=list(self.extra_args)), forwards)
+            extra_args=list(self.extra_args)), forwards, workdir=lambda: self.context.workdir / f"qemu-{self.uuid}")
 
     def make_children(self) -> dict[str, Driver]:
         children: dict[str, Driver] = {"power": QemuPower(self.machine), "console": QemuConsole(self.machine),

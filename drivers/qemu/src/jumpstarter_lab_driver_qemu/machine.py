@@ -19,12 +19,11 @@ import signal
 import socket
 import struct
 import sys
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jumpstarter_lab.errors import DriverError, DriverTimeout, ExporterUnavailable
-from jumpstarter_lab.exporter import PRIVATE_PREFIX
+from jumpstarter_lab.wire.errors import DriverError, DriverTimeout, ExporterUnavailable
 
 logger = logging.getLogger("driver.QemuBoard")
 
@@ -160,8 +159,10 @@ class Machine:
     # KVM that opens but cannot run a guest (nested virtualisation, often) is remembered per exporter.
     kvm_failure: str | None = None
 
-    def __init__(self, spec: Spec, forwards: dict[str, Forward]):
+    def __init__(self, spec: Spec, forwards: dict[str, Forward], workdir: Callable[[], Path]):
+        """`workdir()` gives the directory for the guest's disk, overlay, sockets and log (the session's)."""
         self.spec = spec
+        self._make_workdir = workdir
         self.forwards = forwards
         self.storage = "dut"  # which side the disk is attached to: dut, host or off
         self._flashed: Path | None = None
@@ -183,8 +184,9 @@ class Machine:
 
     @property
     def workdir(self) -> Path:
-        if self._workdir is None:  # named so that the next exporter removes it if this one is killed
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-qemu-"))
+        if self._workdir is None:
+            self._workdir = self._make_workdir()
+            self._workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self._workdir
 
     def flashed(self, image: Path) -> None:

@@ -4,7 +4,7 @@ import re
 import time
 
 from jumpstarter_lab.client import DriverClient
-from jumpstarter_lab.errors import DriverTimeout
+from jumpstarter_lab.wire.errors import DriverTimeout
 
 
 class SerialClient(DriverClient):

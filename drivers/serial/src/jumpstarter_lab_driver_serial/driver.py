@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import serial
 
 from jumpstarter_lab.driver import Driver, export, exportstream
-from jumpstarter_lab.errors import ExporterUnavailable
+from jumpstarter_lab.wire.errors import ExporterUnavailable
 
 from .interface import SerialInterface
 from .stream import SerialStream

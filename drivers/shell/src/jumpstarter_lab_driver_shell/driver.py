@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jumpstarter_lab.driver import Driver, export
-from jumpstarter_lab.processes import kill_process_group
-from jumpstarter_lab.errors import ExporterUnavailable
+from jumpstarter_lab.driver.processes import kill_process_group
+from jumpstarter_lab.wire.errors import ExporterUnavailable
 
 from .interface import ShellInterface
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from collections.abc import AsyncIterator
 
+from jumpstarter_lab.wire import labels
+
 
 class ShellInterface(metaclass=ABCMeta):
     @classmethod
     def client(cls) -> str:
-        return "jumpstarter_driver_shell.client.ShellClient"
+        return labels.SHELL
 
     @abstractmethod
     def get_methods(self) -> list[str]:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from jumpstarter_lab.client import DriverClient
-from jumpstarter_lab.errors import DriverError
+from jumpstarter_lab.wire.errors import DriverError
 from jumpstarter_lab.streams import FileSink, FileSource
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jumpstarter_lab.driver import Driver, export
-from jumpstarter_lab.errors import DriverError, ExporterUnavailable
+from jumpstarter_lab.wire.errors import DriverError, ExporterUnavailable
 
 from .image import read_image, write_image
 from .interface import StorageMuxInterface

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 
+from jumpstarter_lab.wire import labels
+
 
 class StorageMuxInterface(metaclass=ABCMeta):
     @classmethod
     def client(cls) -> str:
-        return "jumpstarter_driver_opendal.client.StorageMuxClient"
+        return labels.STORAGE_MUX
 
     @abstractmethod
     async def host(self) -> None:

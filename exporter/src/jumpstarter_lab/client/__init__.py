@@ -1,7 +1,15 @@
-"""The one client library: the CLI, modules, inventory and connection plugins all use it."""
+"""The one client library: the CLI, modules, inventory and connection plugins all use it.
+
+connect / connect_async reach an exporter (a socket or HOST:PORT); ClientConfig and
+ControllerClient reach a controller; connect_lease reaches a leased exporter through it.
+"""
 
 from .allowlist import Allowlist
+from .base import DriverClient, UnavailableClient
+from .config import ClientConfig, load_client_config
 from .connect import connect, connect_async
-from .core import DriverClient, UnavailableClient
+from .controller import ControllerClient, LeaseStatus
+from .tunnel import connect_lease, connect_lease_async
 
-__all__ = ["Allowlist", "DriverClient", "UnavailableClient", "connect", "connect_async"]
+__all__ = ["Allowlist", "ClientConfig", "ControllerClient", "DriverClient", "LeaseStatus", "UnavailableClient",
+           "connect", "connect_async", "connect_lease", "connect_lease_async", "load_client_config"]

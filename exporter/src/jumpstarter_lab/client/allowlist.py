@@ -14,8 +14,8 @@ import fnmatch
 import os
 from collections.abc import Iterable
 
-from ..errors import ClientNotAllowed, MissingClient
-from ..registry import client_entry_points, import_object
+from ..wire.entrypoints import CLIENT_GROUP, group, import_object
+from ..wire.errors import ClientNotAllowed, MissingClient
 
 DEFAULT_ALLOW = ("jumpstarter_lab", "jumpstarter_lab_*")
 ENV_ALLOW = "JMP_DRIVERS_ALLOW"  # the same variable upstream's client reads
@@ -34,7 +34,7 @@ class Allowlist:
 
     def target(self, label: str) -> str:
         """The class path a label resolves to, before any import."""
-        entry = client_entry_points().get(label)
+        entry = group(CLIENT_GROUP).get(label)
         return entry.value.replace(":", ".") if entry else label
 
     def load(self, label: str) -> type:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import NotAuthenticated
+from ..wire.errors import NotAuthenticated
 from .store import Store, identities, loads, now, signing_keys
 
 ISSUER = "jumpstarter-lab"

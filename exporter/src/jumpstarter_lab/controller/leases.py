@@ -25,7 +25,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from ..errors import AccessDenied, DriverInvalidArgument, JumpstarterLabError, MethodNotFound
+from ..wire.errors import AccessDenied, DriverInvalidArgument, JumpstarterLabError, MethodNotFound
 from . import selectors
 from .auth import Identity
 from .store import Store, dials, exporters, lease_clock, leases, loads, now

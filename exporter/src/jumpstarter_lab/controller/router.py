@@ -12,7 +12,7 @@ import logging
 
 import grpc
 
-from ..protocol import router_pb2
+from ..wire.protocol import router_pb2
 
 logger = logging.getLogger(__name__)
 

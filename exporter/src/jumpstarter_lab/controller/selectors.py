@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 
-from ..errors import DriverInvalidArgument
+from ..wire.errors import DriverInvalidArgument
 
 _TERM = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_./:-]*))?\s*$")
 

@@ -8,10 +8,10 @@ import logging
 
 import grpc
 
-from ..errors import ConfigError
-from ..protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
+from ..wire.errors import ConfigError
+from ..wire.protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
 from .auth import Authority
-from .hub import Hub
+from .subscriptions import Subscriptions
 from .leases import Leases
 from .router import Router
 from .service import ClientServicer, ControllerServicer
@@ -39,14 +39,14 @@ class Controller:
         if bound == 0:
             raise ConfigError(f"cannot listen on {address}")
         endpoint = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
-        hub = Hub(self.leases)
+        subscriptions = Subscriptions(self.leases)
         jumpstarter_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerServicer(self.authority, self.leases, hub, endpoint), server)
-        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases, hub), server)
+            ControllerServicer(self.authority, self.leases, subscriptions, endpoint), server)
+        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases, subscriptions), server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(Router(self.authority.verify_router), server)
         await server.start()
         writer = asyncio.ensure_future(self.leases.run())
-        ticker = asyncio.ensure_future(hub.run())
+        ticker = asyncio.ensure_future(subscriptions.run())
         logger.info("controller serving on %s (%s)", endpoint, "insecure" if insecure else "TLS")
         # What exists now (modules, the schema, the server) lives as long as the process. Frozen, the
         # collector's full passes skip it: they walked ~70k objects and stalled every call 30-60 ms.

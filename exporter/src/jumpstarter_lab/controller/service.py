@@ -9,11 +9,11 @@ import logging
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
-from ..errors import JumpstarterLabError, NotAuthenticated, status_for_exception
-from ..protocol import client_pb2, jumpstarter_pb2, kubernetes_pb2
+from ..wire.errors import JumpstarterLabError, NotAuthenticated, status_for_exception
+from ..wire.protocol import client_pb2, jumpstarter_pb2, kubernetes_pb2
 from . import selectors
 from .auth import Authority, Identity
-from .hub import Hub
+from .subscriptions import Subscriptions
 from .leases import LeaseView, Leases, allowed_exporter
 from .store import loads, now
 
@@ -89,8 +89,8 @@ def lease_message(view: LeaseView) -> client_pb2.Lease:
 class ControllerServicer:
     """jumpstarter.v1.ControllerService."""
 
-    def __init__(self, authority: Authority, leases: Leases, hub: Hub, router_endpoint: str):
-        self.authority, self.leases, self.hub, self.router_endpoint = authority, leases, hub, router_endpoint
+    def __init__(self, authority: Authority, leases: Leases, subscriptions: Subscriptions, router_endpoint: str):
+        self.authority, self.leases, self.subscriptions, self.router_endpoint = authority, leases, subscriptions, router_endpoint
 
     async def Register(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
@@ -118,12 +118,12 @@ class ControllerServicer:
         """Lease changes for this exporter; an open Status stream is what keeps an exporter online."""
         identity = await authenticate(context, self.authority, "exporter")
         key = (identity.namespace, identity.name)
-        with self.hub.exporter_connected(key):
+        with self.subscriptions.exporter_connected(key):
             await asyncio.to_thread(self.leases.heartbeat, identity)
             await self.leases.schedule(key)  # an exporter coming online may be what a queued lease waits for
             last = ()
             while not context.done():
-                lease = self.hub.grants.get(key)
+                lease = self.subscriptions.grants.get(key)
                 current = (lease.name, lease.client) if lease else None
                 if current != last:
                     last = current
@@ -132,15 +132,15 @@ class ControllerServicer:
                                                              client_name=lease.client)
                     else:
                         yield jumpstarter_pb2.StatusResponse(leased=False)
-                await self.hub.changed(key, lease, 5.0)
+                await self.subscriptions.changed(key, lease, 5.0)
 
     async def Listen(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
         name = short_name(request.lease_name)
         key = (identity.namespace, identity.name)
-        with self.hub.listening(name) as dials:
+        with self.subscriptions.listening(name) as dials:
             while not context.done():
-                lease = self.hub.grants.get(key)
+                lease = self.subscriptions.grants.get(key)
                 if lease is None or lease.name != name:
                     return  # the lease ended: so does listening for it
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -157,7 +157,7 @@ class ControllerServicer:
                                     f"lease {lease.name} is {lease.state}, not ready: {lease.reason or 'waiting'}")
             token = self.authority.router_token(lease.name, lease.epoch, identity.name, identity.capabilities)
             await asyncio.to_thread(self.leases.add_dial, lease.name, self.router_endpoint, token)
-            self.hub.poke()
+            self.subscriptions.poke()
             return jumpstarter_pb2.DialResponse(router_endpoint=self.router_endpoint, router_token=token)
         except JumpstarterLabError as e:
             await _abort(context, e)
@@ -207,8 +207,8 @@ class ControllerServicer:
 class ClientServicer:
     """jumpstarter.client.v1.ClientService."""
 
-    def __init__(self, authority: Authority, leases: Leases, hub: Hub):
-        self.authority, self.leases, self.hub = authority, leases, hub
+    def __init__(self, authority: Authority, leases: Leases, subscriptions: Subscriptions):
+        self.authority, self.leases, self.subscriptions = authority, leases, subscriptions
 
     async def _exporters(self, identity: Identity, name_filter: str | None = None):
         rows = await asyncio.to_thread(self.leases.exporters, identity.namespace)

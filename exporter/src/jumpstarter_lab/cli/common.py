@@ -1,0 +1,42 @@
+"""What the CLI's commands share: signal handling, the exporter connection options, the allowlist."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from ..client import Allowlist
+from ..client.connect import ENV_HOST, ENV_SESSION
+
+
+async def with_signals(run, stopped: asyncio.Event | None = None) -> None:
+    """Run `run(stopped)` with SIGINT/SIGTERM setting `stopped`, for a clean shutdown."""
+    stopped = stopped or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    try:
+        await run(stopped)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help=f"exporter Unix socket or HOST:PORT (default: ${ENV_HOST})")
+    parser.add_argument("--tls-ca", help="CA certificate to verify a TLS exporter")
+    parser.add_argument("--insecure", action="store_true", help="connect over TCP without TLS")
+    parser.add_argument("--allow", action="append", metavar="PATTERN",
+                        help="also allow driver client packages matching PATTERN (repeatable)")
+    parser.add_argument("--session", help=f"join a named session (default: ${ENV_SESSION}, else per connection)")
+
+
+def connect_kwargs(args) -> dict:
+    """connect()'s keywords from the connection options."""
+    return dict(allow=Allowlist(list(Allowlist().patterns) + (args.allow or [])), tls_ca=args.tls_ca,
+                insecure=args.insecure, session=args.session)
+
+
+def add_client_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client-config", help="client config file (default: $JMP_CLIENT_CONFIG)")

@@ -1,0 +1,264 @@
+"""`jumpstarter-lab controller|admin|exporters|lease`: the commands of distributed mode.
+
+The controller's own modules (and its extra's packages: SQLAlchemy, cryptography) are
+imported only by the commands that need them, so exporter hosts run the rest without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..client import ClientConfig, ControllerClient, load_client_config
+from ..exporter import parse_address
+from ..wire import defaults, names
+from ..wire.documents import API_VERSION
+from ..wire.errors import ConfigError, DriverInvalidArgument
+from .common import add_client_config_option, with_signals
+
+DB_ENV = "JUMPSTARTER_LAB_DB"
+
+
+def db_url(value: str | None) -> str:
+    value = value or os.environ.get(DB_ENV) or "controller.db"
+    return value if "://" in value else f"sqlite:///{Path(value).resolve()}"
+
+
+def _labels(pairs: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"label '{pair}' should be KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def _write_private(path: str | None, text: str) -> None:
+    if not path or path == "-":
+        sys.stdout.write(text)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.touch(mode=0o600)
+    target.chmod(0o600)  # it holds a token
+    target.write_text(text)
+    print(f"wrote {target}", file=sys.stderr)
+
+
+def _tls(args) -> dict:
+    if args.insecure:
+        return {"insecure": True}
+    return {"ca": str(Path(args.ca).resolve())} if args.ca else {}
+
+
+# --- controller -----------------------------------------------------------------------
+
+def cmd_controller_run(args) -> int:
+    from ..controller.server import Controller
+
+    host, port = parse_address(args.listen)
+    cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None
+    key = Path(args.tls_key).read_bytes() if args.tls_key else None
+    controller = Controller(db_url(args.db), exporter_grace=args.exporter_grace)
+
+    def ready(endpoint: str) -> None:
+        print(f"listening on {endpoint}", flush=True)
+
+    asyncio.run(with_signals(lambda stopped: controller.serve(host, port, stopped, tls_cert=cert, tls_key=key,
+                                                              insecure=args.insecure, advertise=args.advertise,
+                                                              ready=ready)))
+    return 0
+
+
+# --- admin ------------------------------------------------------------------------------
+
+def _authority(args):
+    from ..controller.auth import Authority
+    from ..controller.store import Store
+
+    return Authority(Store(db_url(args.db)))
+
+
+def cmd_admin_create_client(args) -> int:
+    capabilities = {}
+    if args.allow_exporters:
+        capabilities["exporters"] = args.allow_exporters
+    if args.allow_methods:
+        capabilities["methods"] = args.allow_methods
+    token = _authority(args).create("client", args.namespace, args.name, _labels(args.label), capabilities,
+                                    ttl_days=args.days)
+    config = ClientConfig(name=args.name, namespace=args.namespace, endpoint=args.endpoint, token=token,
+                          tls=_tls(args), allow=[])
+    _write_private(args.output, config.dump())
+    return 0
+
+
+def cmd_admin_create_exporter(args) -> int:
+    token = _authority(args).create("exporter", args.namespace, args.name, _labels(args.label), ttl_days=args.days)
+    export = {}
+    if args.export_from:
+        source = yaml.safe_load(Path(args.export_from).read_text()) or {}
+        export = source.get("export", source)
+    config = {"apiVersion": API_VERSION, "kind": "ExporterConfig",
+              "metadata": {"namespace": args.namespace, "name": args.name},
+              "endpoint": args.endpoint, "token": token, "tls": _tls(args), "export": export}
+    _write_private(args.output, yaml.safe_dump(config, sort_keys=False))
+    return 0
+
+
+def cmd_admin_make_ca(args) -> int:
+    from ..controller.tls import make_ca
+
+    cert, _key = make_ca(Path(args.dir))
+    print(f"wrote {cert} and its key; give {cert} to clients and exporters as their CA (--ca)")
+    return 0
+
+
+def cmd_admin_issue_cert(args) -> int:
+    from ..controller.tls import issue_server_cert
+
+    directory = Path(args.dir)
+    cert, key = issue_server_cert(directory, directory / "ca.crt", directory / "ca.key", args.host, name=args.name)
+    print(f"wrote {cert} and {key} (for {', '.join(args.host)})")
+    return 0
+
+
+def cmd_admin_revoke(args) -> int:
+    _authority(args).revoke(args.kind, args.namespace, args.name)
+    print(f"revoked every token of {args.kind} {args.namespace}/{args.name}")
+    return 0
+
+
+# --- client side ----------------------------------------------------------------------------
+
+async def _with_client(args, work):
+    client = ControllerClient(load_client_config(args.client_config))
+    try:
+        return await work(client)
+    finally:
+        await client.close()
+
+
+def cmd_exporters_list(args) -> int:
+    exporters = asyncio.run(_with_client(args, lambda c: c.exporters(args.selector or "")))
+    for exporter in exporters:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(exporter.labels.items()))
+        state = "online" if exporter.online else "offline"
+        print(f"{names.short(exporter.name)}  {state}  {exporter.status_message or '-'}  {labels}")
+    return 0
+
+
+def _print_position(status) -> None:
+    print(f"lease {status.name}: {status.message}", file=sys.stderr, flush=True)
+
+
+def cmd_lease_create(args) -> int:
+    async def work(client: ControllerClient):
+        if not args.selector and not args.exporter:
+            raise DriverInvalidArgument("lease create needs --selector or --exporter")
+        status = await client.create_lease(args.selector or "", args.duration, args.ttl, args.exporter)
+        if args.wait:
+            status = await client.wait_ready(status.name, args.wait, _print_position)
+        return status
+
+    status = asyncio.run(_with_client(args, work))
+    print(status.name)
+    if status.ready:
+        print(f"granted: exporter {status.exporter}", file=sys.stderr)
+    return 0
+
+
+def cmd_lease_list(args) -> int:
+    for status in asyncio.run(_with_client(args, lambda c: c.leases(not args.all))):
+        print(f"{status.name}  {'ready' if status.ready else 'ended' if status.ended else 'waiting'}  "
+              f"{status.exporter or '-'}  {status.message}")
+    return 0
+
+
+def cmd_lease_release(args) -> int:
+    asyncio.run(_with_client(args, lambda c: c.release(args.name)))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    controller = sub.add_parser("controller", help="run the controller").add_subparsers(dest="verb", required=True)
+    run = controller.add_parser("run", help="serve leases, exporters and the router")
+    run.add_argument("--db", help=f"database URL or SQLite file (default: ${DB_ENV} or ./controller.db)")
+    run.add_argument("--listen", default="0.0.0.0:8082", metavar="HOST:PORT")
+    run.add_argument("--advertise", metavar="HOST:PORT", help="router address given to clients and exporters")
+    run.add_argument("--tls-cert")
+    run.add_argument("--tls-key")
+    run.add_argument("--insecure", action="store_true", help="serve without TLS")
+    run.add_argument("--exporter-grace", type=float, default=defaults.EXPORTER_GRACE, metavar="SECONDS",
+                     help="an exporter unheard of this long is offline and loses its lease "
+                          f"(default {defaults.EXPORTER_GRACE:g})")
+    run.set_defaults(func=cmd_controller_run)
+
+    admin = sub.add_parser("admin", help="manage clients and exporters").add_subparsers(dest="verb", required=True)
+    for kind in ("client", "exporter"):
+        create = admin.add_parser(f"create-{kind}", help=f"create a {kind} and write its config with a token")
+        create.add_argument("name")
+        create.add_argument("--db")
+        create.add_argument("--namespace", default="default")
+        create.add_argument("--label", action="append", metavar="KEY=VALUE")
+        create.add_argument("--endpoint", required=True, metavar="HOST:PORT", help="the controller's address")
+        create.add_argument("--ca", help="CA certificate of the controller")
+        create.add_argument("--insecure", action="store_true", help="the controller serves without TLS")
+        create.add_argument("--days", type=float, default=365, help="token lifetime")
+        create.add_argument("-o", "--output", help="config file to write (0600); default stdout")
+        if kind == "client":
+            create.add_argument("--allow-exporters", action="append", metavar="SELECTOR",
+                                help="only exporters matching one of these selectors")
+            create.add_argument("--allow-methods", action="append", metavar="PATTERN",
+                                help="only driver methods matching one of these patterns, e.g. 'power.*'")
+            create.set_defaults(func=cmd_admin_create_client)
+        else:
+            create.add_argument("--export-from", help="take the export tree from this ExporterConfig")
+            create.set_defaults(func=cmd_admin_create_exporter)
+    ca = admin.add_parser("make-ca", help="make a CA for the lab's TLS endpoints")
+    ca.add_argument("--dir", required=True, help="where ca.crt and ca.key (0600) go")
+    ca.set_defaults(func=cmd_admin_make_ca)
+    issue = admin.add_parser("issue-cert", help="issue a server certificate from the CA in --dir")
+    issue.add_argument("--dir", required=True)
+    issue.add_argument("--host", action="append", required=True, help="DNS name or IP the server is reached by")
+    issue.add_argument("--name", default="controller", help="file name stem (default: controller)")
+    issue.set_defaults(func=cmd_admin_issue_cert)
+    revoke = admin.add_parser("revoke", help="void every token of a client or exporter")
+    revoke.add_argument("kind", choices=["client", "exporter"])
+    revoke.add_argument("name")
+    revoke.add_argument("--db")
+    revoke.add_argument("--namespace", default="default")
+    revoke.set_defaults(func=cmd_admin_revoke)
+
+    exporters = sub.add_parser("exporters", help="exporters known to the controller").add_subparsers(
+        dest="verb", required=True)
+    listing = exporters.add_parser("list")
+    listing.add_argument("--selector", "-l", help="label selector, e.g. board=rpi4,site!=lab2")
+    add_client_config_option(listing)
+    listing.set_defaults(func=cmd_exporters_list)
+
+    lease = sub.add_parser("lease", help="leases of this client").add_subparsers(dest="verb", required=True)
+    create = lease.add_parser("create")
+    create.add_argument("--selector", "-l", help="labels the exporter must have, e.g. board=rpi4")
+    create.add_argument("--exporter", help="the exporter to lease, by name")
+    create.add_argument("--duration", type=float, default=defaults.LEASE_DURATION,
+                        help=f"seconds (default {defaults.LEASE_DURATION:g})")
+    create.add_argument("--ttl", type=float, default=defaults.LEASE_TTL,
+                        help=f"seconds the lease lives without being renewed (default {defaults.LEASE_TTL:g}, "
+                             f"at most {defaults.MAX_LEASE_TTL:g}); connections through the lease renew it")
+    create.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for the grant")
+    add_client_config_option(create)
+    create.set_defaults(func=cmd_lease_create)
+    listing = lease.add_parser("list")
+    listing.add_argument("--all", action="store_true", help="ended leases too")
+    add_client_config_option(listing)
+    listing.set_defaults(func=cmd_lease_list)
+    release = lease.add_parser("release")
+    release.add_argument("name")
+    add_client_config_option(release)
+    release.set_defaults(func=cmd_lease_release)

@@ -1,0 +1,128 @@
+"""Distributed mode, client side: one client's view of the controller (exporters, leases, dials)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+
+from ..wire import defaults, names
+from ..wire import metadata as wire_metadata
+from ..wire.channels import channel_for
+from ..wire.errors import DriverError, ExporterNotReady, exception_for_rpc_error
+from ..wire.protocol import client_pb2, client_pb2_grpc, jumpstarter_pb2, jumpstarter_pb2_grpc
+from .config import ClientConfig
+
+
+@dataclass
+class LeaseStatus:
+    name: str
+    ready: bool
+    ended: bool
+    exporter: str | None
+    message: str
+
+
+def _status(lease: client_pb2.Lease) -> LeaseStatus:
+    conditions = {c.type: c for c in lease.conditions}
+    ready = conditions.get("Ready")
+    ended = conditions.get("Ended")
+    return LeaseStatus(name=names.short(lease.name), ready=bool(ready and ready.status == "True"),
+                       ended=bool(ended and ended.status == "True"),
+                       exporter=names.short(lease.exporter) if lease.HasField("exporter") else None,
+                       message=(ready.message if ready else ""))
+
+
+class ControllerClient:
+    """One client's view of the controller: exporters, leases, dialing."""
+
+    def __init__(self, config: ClientConfig):
+        self.config = config
+        self.channel = channel_for(config.endpoint, config.tls)
+        self.metadata = wire_metadata.identity_metadata(config.token, "Client", config.namespace, config.name)
+        self.clients = client_pb2_grpc.ClientServiceStub(self.channel)
+        self.controller = jumpstarter_pb2_grpc.ControllerServiceStub(self.channel)
+        self._ttls: dict[str, float] = {}  # leases this client created -> their ttl
+
+    @property
+    def parent(self) -> str:
+        return names.namespace(self.config.namespace)
+
+    def _lease(self, name: str) -> str:
+        return names.lease(self.config.namespace, name)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, what: str, method, request, extra: tuple = ()):
+        try:
+            return await method(request, metadata=self.metadata + extra, timeout=30)
+        except grpc.aio.AioRpcError as e:
+            raise exception_for_rpc_error(e, what) from None
+
+    async def exporters(self, selector: str = "") -> list[client_pb2.Exporter]:
+        response = await self._call("list exporters", self.clients.ListExporters,
+                                    client_pb2.ListExportersRequest(parent=self.parent, filter=selector))
+        return list(response.exporters)
+
+    async def create_lease(self, selector: str, duration: float = defaults.LEASE_DURATION,
+                           ttl: float = defaults.LEASE_TTL, exporter: str | None = None) -> LeaseStatus:
+        """Ask for a lease on an exporter matching `selector` (and named `exporter`, when given)."""
+        lease = client_pb2.Lease(selector=selector)
+        if exporter:
+            lease.exporter_name = exporter
+        lease.duration.FromSeconds(int(duration))
+        status = _status(await self._call("create lease", self.clients.CreateLease,
+                                          client_pb2.CreateLeaseRequest(parent=self.parent, lease=lease),
+                                          ((wire_metadata.LEASE_TTL, str(ttl)),)))
+        self._ttls[status.name] = ttl
+        return status
+
+    def renew_every(self, name: str) -> float:
+        """Seconds between renewals of a lease in use: often enough for the ttl it was created with."""
+        return min(defaults.LEASE_RENEW_EVERY, self._ttls.get(name, defaults.LEASE_TTL) / 3)
+
+    async def get_lease(self, name: str) -> LeaseStatus:
+        return _status(await self._call(f"lease {name}", self.clients.GetLease,
+                                        client_pb2.GetLeaseRequest(name=self._lease(name))))
+
+    async def leases(self, active_only: bool = True) -> list[LeaseStatus]:
+        response = await self._call("list leases", self.clients.ListLeases,
+                                    client_pb2.ListLeasesRequest(parent=self.parent, only_active=active_only))
+        return [_status(lease) for lease in response.leases]
+
+    async def keepalive(self, name: str) -> LeaseStatus:
+        lease = client_pb2.Lease(name=self._lease(name))
+        return _status(await self._call(f"renew lease {name}", self.clients.UpdateLease,
+                                        client_pb2.UpdateLeaseRequest(lease=lease)))
+
+    async def release(self, name: str) -> None:
+        await self._call(f"release lease {name}", self.clients.DeleteLease,
+                         client_pb2.DeleteLeaseRequest(name=self._lease(name)))
+
+    async def wait_ready(self, name: str, timeout: float = defaults.LEASE_WAIT, on_update=None) -> LeaseStatus:
+        """Poll until granted, renewing meanwhile; `on_update(status)` sees each change (queue position)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_message, renewed = None, loop.time()
+        while True:
+            status = await self.get_lease(name)
+            if status.message != last_message and on_update:
+                on_update(status)
+            last_message = status.message
+            if status.ready:
+                return status
+            if status.ended:
+                raise DriverError(f"lease {name} ended before it was granted: {status.message}")
+            if loop.time() > deadline:
+                raise ExporterNotReady(f"lease {name} was not granted within {timeout:g}s ({status.message})")
+            if loop.time() - renewed > self.renew_every(name):
+                await self.keepalive(name)
+                renewed = loop.time()
+            await asyncio.sleep(0.3)
+
+    async def dial(self, name: str) -> tuple[str, str]:
+        response = await self._call(f"dial lease {name}", self.controller.Dial,
+                                    jumpstarter_pb2.DialRequest(lease_name=name))
+        return response.router_endpoint, response.router_token

@@ -1,0 +1,271 @@
+"""The Driver base, `@export`, `@exportstream`, Composite and Proxy.
+
+A driver is a class implementing an interface; its config parameters are its
+dataclass fields (or, for plain classes, its __init__ keywords). Only methods
+marked with `@export` (calls, including generators for streaming calls) or
+`@exportstream` (async context managers yielding a ByteStream) are reachable
+from a client: the mark is an allowlist checked on every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import typing
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from ..wire import labels, names, values
+from ..wire.errors import DriverInvalidArgument, MethodNotFound
+from ..wire.handles import ClientStreamHandle
+from ..wire.protocol import jumpstarter_pb2
+from .context import DriverContext
+
+_MARK = "__jumpstarter_lab_export__"
+CALL, STREAMING_CALL, STREAM = "call", "streaming_call", "stream"
+_KINDS = {CALL: "method (DriverCall)", STREAMING_CALL: "streaming method (StreamingDriverCall)",
+          STREAM: "byte stream (Stream)"}
+
+
+def export(func):
+    """Make a method callable by clients (DriverCall, or StreamingDriverCall for generators)."""
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        setattr(func, _MARK, STREAMING_CALL)
+    elif inspect.iscoroutinefunction(func) or inspect.isfunction(func):
+        setattr(func, _MARK, CALL)
+    else:
+        raise TypeError(f"@export cannot mark {func!r}")
+    return func
+
+
+def exportstream(func):
+    """Make an async context manager method that yields a ByteStream openable by clients."""
+    setattr(func, _MARK, STREAM)
+    return func
+
+
+@functools.cache
+def exported_methods(cls: type) -> dict[str, str]:
+    """Name -> kind for every exported method of a driver class (computed once per class)."""
+    found = {}
+    for name in dir(cls):
+        kind = getattr(getattr(cls, name, None), _MARK, None)
+        if kind:
+            found[name] = kind
+    return found
+
+
+class Driver:
+    """Base class of exporter-side drivers.
+
+    Subclasses implement `client()` (usually through an interface class) and mark
+    their methods. Construction must not touch hardware: a device that is missing
+    should fail the call that needs it, with a message naming the device.
+    """
+
+    uuid: uuidlib.UUID
+    children: dict[str, Driver]
+    description: str | None = None
+    methods_description: dict[str, str]
+    logger: logging.Logger
+    context: DriverContext
+
+    @classmethod
+    def client(cls) -> str:
+        """Import path of the client class, sent as the `jumpstarter.dev/client` label."""
+        raise NotImplementedError(f"{cls.__name__} does not name a client class")
+
+    def bind(self, *, uuid: uuidlib.UUID, children: dict[str, Driver] | None = None,
+             description: str | None = None, methods_description: dict[str, str] | None = None,
+             context: DriverContext | None = None) -> Driver:
+        """Place this instance in a tree; called by whoever builds the tree (children are bound first,
+        with the same context)."""
+        self.uuid = uuid
+        self.context = context or DriverContext()
+        builtin = {name: child.bind(uuid=uuidlib.uuid5(uuid, name), context=self.context)
+                   for name, child in self.make_children().items()}
+        self.children = builtin | dict(children or {})
+        self.description = description
+        self.methods_description = dict(methods_description or {})
+        self.logger = logging.getLogger(f"driver.{type(self).__name__}")
+        return self
+
+    def make_children(self) -> dict[str, Driver]:
+        """Children a driver brings itself (a board's power, console...), beside configured ones."""
+        return {}
+
+    def extra_labels(self) -> dict[str, str]:
+        return {}
+
+    def reset(self) -> None:
+        for child in self.children.values():
+            child.reset()
+
+    def close(self) -> None:
+        """Release what the driver holds. Called once when its session ends."""
+        for child in self.children.values():
+            child.close()
+
+    # --- what the exporter needs -------------------------------------------------
+
+    def walk(self, parent: Driver | None = None, name: str | None = None) -> Iterator[tuple[Driver, Driver | None, str | None]]:
+        """Depth-first (self, parent, name) for the whole subtree, parents before children."""
+        yield self, parent, name
+        for child_name, child in self.children.items():
+            yield from child.walk(self, child_name)
+
+    def report(self, parent: Driver | None, name: str | None) -> jumpstarter_pb2.DriverInstanceReport:
+        report_labels = dict(self.extra_labels())
+        report_labels[labels.CLIENT] = self.client()
+        if name is not None:
+            report_labels[labels.NAME] = name
+        methods = {m: _first_line(getattr(type(self), m).__doc__) for m in exported_methods(type(self))}
+        methods = {m: d for m, d in methods.items() if d} | self.methods_description
+        report = jumpstarter_pb2.DriverInstanceReport(uuid=str(self.uuid), labels=report_labels,
+                                                      methods_description=methods)
+        if parent is not None:
+            report.parent_uuid = str(parent.uuid)
+        description = self.description or _first_line(type(self).__doc__)
+        if description:
+            report.description = description
+        return report
+
+    def _exported(self, name: str, kind: str):
+        exported = exported_methods(type(self))
+        if name not in exported or name.startswith("_"):
+            raise MethodNotFound(f"{type(self).__name__} has no exported method '{name}'"
+                                 f" (it has: {', '.join(sorted(exported)) or 'none'})")
+        if exported[name] != kind:
+            raise MethodNotFound(f"{type(self).__name__}.{name} is a {_KINDS[exported[name]]}, not a {_KINDS[kind]}")
+        return getattr(self, name)
+
+    async def call(self, name: str, args: list[Any]) -> Any:
+        method = self._exported(name, CALL)
+        bound = _bind(method, name, args)
+        if inspect.iscoroutinefunction(method):
+            return await method(*bound)
+        return await asyncio.to_thread(method, *bound)
+
+    async def streaming_call(self, name: str, args: list[Any]) -> AsyncIterator[Any]:
+        method = self._exported(name, STREAMING_CALL)
+        bound = _bind(method, name, args)
+        if inspect.isasyncgenfunction(method):
+            async for item in method(*bound):
+                yield item
+            return
+        iterator = method(*bound)
+        done = object()
+        try:
+            while (item := await asyncio.to_thread(next, iterator, done)) is not done:
+                yield item
+        finally:
+            iterator.close()
+
+    @contextlib.asynccontextmanager
+    async def resource(self, handle: dict | str | ClientStreamHandle):
+        """The byte stream a client pushed for this call (see DriverClient.resource_async)."""
+        if not isinstance(handle, ClientStreamHandle):
+            handle = ClientStreamHandle.parse(handle)
+        stream = self.context.take_resource(handle.uuid)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+    @contextlib.asynccontextmanager
+    async def open_stream(self, name: str):
+        method = self._exported(name, STREAM)
+        async with method() as stream:
+            yield stream
+
+
+def _first_line(doc: str | None) -> str:
+    return inspect.cleandoc(doc).splitlines()[0] if doc and doc.strip() else ""
+
+
+@functools.cache
+def _signature(function) -> tuple[inspect.Signature, dict[str, Any]]:
+    """Signature (without self) and type hints of an exported function, computed once."""
+    signature = inspect.signature(function)
+    signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: pass arguments as they came
+        hints = {}
+    return signature, hints
+
+
+def _bind(method, name: str, args: list[Any]) -> list[Any]:
+    """Check the argument count and shape each argument to the method's type hints."""
+    signature, hints = _signature(method.__func__)
+    if not args and not signature.parameters:
+        return []  # the common case of a call without arguments
+    try:
+        bound = signature.bind(*args)
+    except TypeError as e:
+        params = ", ".join(str(p.replace(annotation=inspect.Parameter.empty)) for p in signature.parameters.values())
+        raise DriverInvalidArgument(f"wrong arguments for {name}({params}): {e}") from None
+    shaped = []
+    for param_name, value in bound.arguments.items():
+        param = signature.parameters[param_name]
+        hint = hints.get(param_name, Any)
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            shaped.extend(values.coerce(v, hint) for v in value)
+        else:
+            shaped.append(values.coerce(value, hint))
+    return shaped
+
+
+class CompositeInterface:
+    @classmethod
+    def client(cls) -> str:
+        return labels.COMPOSITE
+
+
+class Composite(CompositeInterface, Driver):
+    """A node grouping child drivers."""
+
+
+class Proxy(Driver):
+    """Another driver of the tree, reachable under a second name (a config entry with `ref`)."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.target: Driver | None = None
+
+    @classmethod
+    def client(cls) -> str:
+        return labels.PROXY
+
+    def resolve(self, root: Driver, where: str) -> None:
+        try:
+            node = names.walk_path(root, self.ref)
+        except LookupError as e:
+            raise ValueError(f"{where}: ref '{self.ref}' names no driver in the export tree: {e}") from None
+        if isinstance(node, Proxy):
+            raise ValueError(f"{where}: ref '{self.ref}' is itself a ref; name the driver it refers to")
+        self.target = node
+
+    def report(self, parent: Driver | None, name: str | None) -> jumpstarter_pb2.DriverInstanceReport:
+        report = self.target.report(parent, name)  # the target's client label, methods and description
+        report.uuid = str(self.uuid)
+        return report
+
+    async def call(self, name: str, args: list[Any]) -> Any:
+        return await self.target.call(name, args)
+
+    async def streaming_call(self, name: str, args: list[Any]) -> AsyncIterator[Any]:
+        async for item in self.target.streaming_call(name, args):
+            yield item
+
+    @contextlib.asynccontextmanager
+    async def open_stream(self, name: str):
+        async with self.target.open_stream(name) as stream:
+            yield stream
+
+    def close(self) -> None:
+        pass  # the target is closed where it stands in the tree

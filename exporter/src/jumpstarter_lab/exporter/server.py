@@ -1,0 +1,183 @@
+"""Serving an ExporterConfig: local mode over a Unix socket, standalone mode over TCP, distributed mode
+through a controller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from ..driver.context import private_dir, sweep_stale_private_dirs
+from ..wire import labels
+from ..wire.channels import SERVER_OPTIONS
+from ..wire.errors import ConfigError
+from ..wire.protocol import jumpstarter_pb2_grpc, router_pb2_grpc
+from .config import ExporterConfig
+from .gate import Gate
+from .servicer import ExporterServicer
+from .sessions import SessionManager
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Listen:
+    """Where to serve: a Unix socket path, or a TCP host:port with TLS files or insecure=True."""
+
+    socket_path: Path | None = None
+    host: str | None = None
+    port: int = 0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+
+    def __post_init__(self):
+        if (self.socket_path is None) == (self.host is None):
+            raise ConfigError("serve on exactly one of a Unix socket or a TCP address")
+        if self.host is not None and not self.insecure and not (self.tls_cert and self.tls_key):
+            raise ConfigError("a TCP listener needs --tls-cert and --tls-key, or --insecure to serve without TLS")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"invalid listen address '{text}': expected HOST:PORT") from None
+    return host, number
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left behind by an exporter that did not stop cleanly
+        else:
+            raise ConfigError(f"{path} is in use by another exporter")
+        finally:
+            probe.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is created 0600: no window where others may connect
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    return listener
+
+
+def _tcp_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as e:
+        listener.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.listen(128)
+    return listener
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+class Exporter:
+    """One exporter process: its config, its sessions and its listeners."""
+
+    def __init__(self, config: ExporterConfig, *, linger: float = 30.0):
+        self.config = config
+        self.sessions = SessionManager(config.build, linger=linger)
+        self.servicer = ExporterServicer(self.sessions, config.uuid, {labels.NAME: config.name})
+        self.address: str | None = None
+
+    @contextlib.asynccontextmanager
+    async def backend(self, credentials: grpc.ServerCredentials | None = None):
+        """The private gRPC server that every listener and router bridge leads to.
+
+        Yields (private directory, socket path); on exit ends every session and removes both.
+        """
+        sweep_stale_private_dirs()
+        private = private_dir("grpc")
+        socket_path = private / "grpc.sock"
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(self.servicer, server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, server)
+        if credentials is not None:
+            server.add_secure_port(f"unix:{socket_path}", credentials)
+        else:
+            server.add_insecure_port(f"unix:{socket_path}")
+        driver_logger = logging.getLogger("driver")
+        driver_logger.addHandler(self.sessions.log_handler)
+        try:
+            await server.start()
+            yield private, socket_path
+        finally:
+            await server.stop(grace=1.0)
+            await self.sessions.close_all()
+            driver_logger.removeHandler(self.sessions.log_handler)
+            shutil.rmtree(private, ignore_errors=True)
+
+    async def serve(self, listen: Listen, stopped: asyncio.Event, ready=None) -> None:
+        """Local or standalone mode: serve until `stopped` is set, then remove what was created."""
+        credentials = None
+        if listen.host is not None and not listen.insecure:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(listen.tls_key, "TLS key"), _read(listen.tls_cert, "TLS certificate"))])
+        if listen.socket_path is not None:
+            listener = _unix_listener(Path(listen.socket_path))
+            self.address = str(listen.socket_path)
+        else:
+            listener = _tcp_listener(listen.host, listen.port)
+            host, port = listener.getsockname()[:2]
+            self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        gate = None
+        try:
+            async with self.backend(credentials) as (private, socket_path):
+                gate = Gate(listener, socket_path, private, self.sessions.connection_closed,
+                            same_uid_only=listen.socket_path is not None)
+                gate.start()
+                logger.info("exporter %s serving on %s", self.config.name, self.address)
+                if ready:
+                    ready(self.address)
+                try:
+                    await stopped.wait()
+                finally:
+                    await asyncio.to_thread(gate.stop)
+        finally:
+            if gate is None:
+                listener.close()
+            if listen.socket_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(listen.socket_path).unlink()
+
+    async def serve_controller(self, stopped: asyncio.Event, ready=None) -> None:
+        """Distributed mode: register with the controller in the config and serve its leases."""
+        from .controller_link import ControllerLink  # only this mode needs the controller's pieces
+
+        async with self.backend() as (private, socket_path):
+            await ControllerLink(self, private, socket_path).run(stopped, ready)

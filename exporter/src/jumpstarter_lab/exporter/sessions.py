@@ -1,0 +1,167 @@
+"""Sessions: each holds its own freshly built driver tree and ends by closing it.
+
+Which session an RPC belongs to: a client may name one with the
+`x-jumpstarter-lab-session` metadata (every connection naming it shares it; our
+`shell` command hands one name to all its children). Otherwise the session is
+the client's connection: it starts with the first RPC and ends when the
+connection closes. EndSession ends either kind at once; a named session with no
+connection left ends after `linger` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fnmatch
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from ..driver import Driver, DriverContext
+from ..wire import metadata as wire_metadata
+from ..wire.errors import MethodNotFound
+from ..wire.protocol import common_pb2, jumpstarter_pb2
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    key: tuple
+    root: Driver
+    context: DriverContext
+    drivers: dict[str, Driver] = field(init=False)
+    peers: set[str] = field(default_factory=set)
+    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
+    capabilities: dict = field(default_factory=dict)
+    paths: dict[str, str] = field(init=False)
+    linger_task: asyncio.Task | None = None
+    closed: bool = False
+
+    def __post_init__(self):
+        self.drivers = {str(driver.uuid): driver for driver, _parent, _name in self.root.walk()}
+        self.paths = {}
+        for driver, parent, name in self.root.walk():
+            prefix = self.paths.get(str(parent.uuid), "") if parent is not None else None
+            self.paths[str(driver.uuid)] = "" if prefix is None else (f"{prefix}.{name}" if prefix else name)
+
+    def check_allowed(self, uuid: str, method: str) -> None:
+        """Capability restrictions of a lease: `methods` lists fnmatch patterns of DRIVER.METHOD."""
+        allowed = self.capabilities.get("methods")
+        target = f"{self.paths.get(uuid, '?')}.{method}"
+        if allowed and not any(fnmatch.fnmatchcase(target, pattern) for pattern in allowed):
+            raise PermissionError(f"this lease may not call {target} (allowed: {', '.join(allowed)})")
+
+    def driver(self, uuid: str) -> Driver:
+        try:
+            return self.drivers[uuid]
+        except KeyError:
+            raise MethodNotFound(f"no driver with uuid {uuid} on this exporter") from None
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.linger_task:
+            self.linger_task.cancel()
+        try:
+            await asyncio.to_thread(self.root.close)
+        except Exception:
+            logger.exception("closing the drivers of session %s failed", self.key)
+        self.context.close()
+        logger.info("session %s ended", self.key[1])
+
+
+class SessionManager:
+    """Creates, finds and ends sessions; the only owner of driver trees while serving."""
+
+    def __init__(self, build: Callable[[DriverContext], Driver], linger: float = 30.0):
+        self._build = build
+        self._linger = linger
+        self._sessions: dict[tuple, Session] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bindings: dict[str, tuple[tuple, dict]] = {}  # peer -> (lease session key, capabilities)
+        self.log_handler = _SessionLogHandler(self._sessions)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def for_context(self, context: grpc.aio.ServicerContext) -> Session:
+        """The session an RPC belongs to, started by its first RPC."""
+        self._loop = asyncio.get_running_loop()
+        metadata = dict(context.invocation_metadata() or ())
+        peer = context.peer()
+        name = metadata.get(wire_metadata.SESSION)
+        key, capabilities = self._bindings.get(peer) or ((("named", name) if name else ("connection", peer)), {})
+        session = self._sessions.get(key)
+        if session is None:
+            driver_context = DriverContext()
+            try:
+                root = self._build(driver_context)
+            except BaseException:
+                driver_context.close()
+                raise
+            session = Session(key=key, root=root, context=driver_context, capabilities=capabilities)
+            self._sessions[key] = session
+            logger.info("session %s started", key[1])
+        if session.linger_task:
+            session.linger_task.cancel()
+            session.linger_task = None
+        session.peers.add(peer)
+        return session
+
+    def bind(self, peer: str, lease: str, capabilities: dict) -> None:
+        """Connections from `peer` belong to the session of `lease` (distributed mode)."""
+        self._bindings[peer] = (("lease", lease), capabilities)
+
+    async def end_lease(self, lease: str) -> None:
+        session = self._sessions.get(("lease", lease))
+        if session is not None:
+            await self.end(session)
+
+    async def end(self, session: Session) -> None:
+        self._sessions.pop(session.key, None)
+        await session.close()
+
+    def connection_closed(self, peer: str) -> None:
+        """Called from any thread when a client connection has gone."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._connection_closed, peer)
+
+    def _connection_closed(self, peer: str) -> None:
+        self._bindings.pop(peer, None)
+        for session in list(self._sessions.values()):
+            if peer not in session.peers:
+                continue
+            session.peers.discard(peer)
+            if session.peers or session.key[0] == "lease":  # a lease's session ends with the lease
+                continue
+            if session.key[0] == "connection":
+                asyncio.ensure_future(self.end(session))
+            else:
+                session.linger_task = asyncio.ensure_future(self._end_later(session))
+
+    async def _end_later(self, session: Session) -> None:
+        await asyncio.sleep(self._linger)
+        session.linger_task = None
+        await self.end(session)
+
+    async def close_all(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(s.close() for s in sessions))
+
+
+class _SessionLogHandler(logging.Handler):
+    """Copies driver log records to the LogStream of every open session."""
+
+    def __init__(self, sessions: dict[tuple, Session]):
+        super().__init__(logging.INFO)
+        self._sessions = sessions
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry = jumpstarter_pb2.LogStreamResponse(uuid="", severity=record.levelname, message=self.format(record),
+                                                  source=common_pb2.LOG_SOURCE_DRIVER)
+        for session in list(self._sessions.values()):
+            session.log.append(entry)
