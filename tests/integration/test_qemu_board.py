@@ -140,6 +140,26 @@ def test_storage_on_the_host_side_means_no_disk(image, make_config, run_exporter
             root.board.storage.write_file(__file__)
 
 
+def test_storage_reads_back_the_disk_the_guest_sees(image, make_config, run_exporter, tmp_path):
+    """read() gives the disk's content: the flashed image while off, the same through the guest's
+    copy-on-write layer while it runs."""
+    flashed = tmp_path / "random.img"
+    flashed.write_bytes(os.urandom(1 << 20))
+    exporter = run_exporter(make_config(board_entry(image)))
+    with connect(exporter.address) as root:
+        storage = root.board.storage
+        storage.host()
+        storage.write_file(flashed)
+        assert storage.read_file(tmp_path / "off.img") == 1 << 20
+        assert (tmp_path / "off.img").read_bytes() == flashed.read_bytes()
+        storage.dut()
+        root.board.power.on()  # the kernel finds no root on this disk; the guest's disk layer exists now
+        storage.host()
+        storage.read_file(tmp_path / "on.img")
+        assert (tmp_path / "on.img").read_bytes() == flashed.read_bytes()
+        root.board.power.off()
+
+
 @pytest.mark.parametrize("setting, message", [
     ({"image_path": "/nonexistent/disk.img"}, "disk image /nonexistent/disk.img not found (the board's 'image_path'"),
     ({"kernel": "/nonexistent/vmlinuz"}, "kernel /nonexistent/vmlinuz not found"),

@@ -7,7 +7,9 @@ A ByteStream has `send(bytes)`, `receive() -> bytes` (b"" once the peer is done)
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 
@@ -187,6 +189,80 @@ class FileSink:
     async def aclose(self) -> None:
         if not self._file.closed:
             await asyncio.to_thread(self._file.close)
+
+
+class Fanout:
+    """One device's output (a console) to every listener, each with its own backlog.
+
+    A backlog is bounded in bytes, not pieces (a guest's UART under emulation comes a few
+    bytes per piece): a listener that cannot keep up loses the oldest output, as a UART
+    overruns, and never holds the device back. `publish` runs on the event loop's thread.
+    """
+
+    def __init__(self, limit: int = 4 << 20):
+        self.limit = limit
+        self._listeners: set[_Backlog] = set()
+
+    def publish(self, data: bytes) -> None:
+        for backlog in list(self._listeners):
+            backlog.put(data)
+
+    def listen(self) -> _Backlog:
+        backlog = _Backlog(self.limit)
+        self._listeners.add(backlog)
+        return backlog
+
+    def unlisten(self, backlog: _Backlog) -> None:
+        self._listeners.discard(backlog)
+
+
+class _Backlog:
+    """What one listener of a Fanout has not read yet."""
+
+    def __init__(self, limit: int):
+        self._limit, self._size = limit, 0
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._ready = asyncio.Event()
+
+    def put(self, data: bytes) -> None:
+        self._pieces.append(data)
+        self._size += len(data)
+        while self._size > self._limit:
+            self._size -= len(self._pieces.popleft())
+        self._ready.set()
+
+    async def get(self, most: int = 65536) -> bytes:
+        """What waits, in one piece of up to `most` bytes (at least one whole piece): fewer, larger
+        messages for a reader that must keep up with a fast device."""
+        while not self._pieces:
+            self._ready.clear()
+            await self._ready.wait()
+        data = self._pieces.popleft()
+        while self._pieces and len(data) + len(self._pieces[0]) <= most:
+            data += self._pieces.popleft()
+        self._size -= len(data)
+        return data
+
+
+class ConsoleStream:
+    """A ByteStream onto a device's console: what it prints (from its Fanout), and `write` for
+    what is sent to it. A console has no end of file: send_eof does nothing."""
+
+    def __init__(self, output: Fanout, write: Callable[[bytes], Awaitable[None]]):
+        self._output, self._write = output, write
+        self._backlog = output.listen()
+
+    async def send(self, data: bytes) -> None:
+        await self._write(data)
+
+    async def receive(self) -> bytes:
+        return await self._backlog.get()
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self._output.unlisten(self._backlog)
 
 
 async def _copy(dst: ByteStream, src: ByteStream, whole: bool) -> None:

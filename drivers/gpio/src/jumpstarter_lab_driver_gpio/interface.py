@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
-
+from jumpstarter_lab.driver import Interface, call
 from jumpstarter_lab.wire import labels
 
-from .common import PinState
+
+class DigitalOutputInterface(Interface):
+    label = labels.DIGITAL_OUTPUT
+    on = call("Drive the line active")
+    off = call("Drive the line inactive")
+    read_pin = call("The line's state (PinState)")
 
 
-class DigitalOutputInterface(metaclass=ABCMeta):
-    @classmethod
-    def client(cls) -> str:
-        return labels.DIGITAL_OUTPUT
-
-    @abstractmethod
-    async def on(self) -> None: ...
-
-    @abstractmethod
-    async def off(self) -> None: ...
-
-    @abstractmethod
-    async def read_pin(self) -> PinState: ...
-
-
-class DigitalInputInterface(metaclass=ABCMeta):
-    @classmethod
-    def client(cls) -> str:
-        return labels.DIGITAL_INPUT
-
-    @abstractmethod
-    async def read_pin(self) -> PinState: ...
-
-    @abstractmethod
-    async def wait_for_active(self, timeout: float | None = None) -> None: ...
-
-    @abstractmethod
-    async def wait_for_inactive(self, timeout: float | None = None) -> None: ...
-
-    @abstractmethod
-    async def wait_for_edge(self, edge_type: str, timeout: float | None = None) -> None: ...
+class DigitalInputInterface(Interface):
+    label = labels.DIGITAL_INPUT
+    read_pin = call("The line's state (PinState)")
+    wait_for_active = call("Wait (timeout seconds, None: forever) until the line is active")
+    wait_for_inactive = call("Wait (timeout seconds, None: forever) until the line is inactive")
+    wait_for_edge = call("Wait (edge_type: rising, falling or both; timeout) for an edge")

@@ -25,7 +25,7 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 @dataclass(kw_only=True)
-class _HostPortNetwork(NetworkInterface, Driver):
+class _HostPortNetwork(NetworkInterface, Driver, partial=True):
     """What TCP and UDP drivers share: a host:port target and its address."""
 
     SCHEME: ClassVar[str]

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
-
+from jumpstarter_lab.driver import Interface, stream
 from jumpstarter_lab.wire import labels
 
 
-class NetworkInterface(metaclass=ABCMeta):
+class NetworkInterface(Interface):
     """A byte stream to something on the exporter's network; clients open it with `stream()`."""
 
-    @classmethod
-    def client(cls) -> str:
-        return labels.NETWORK
-
-    @abstractmethod
-    async def connect(self):
-        """An async context manager yielding the ByteStream (an @exportstream)."""
+    label = labels.NETWORK
+    connect = stream("A connection to the network endpoint")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from jumpstarter_lab.driver import Interface, call, streaming_call
 from jumpstarter_lab.wire import labels
 
 
@@ -19,18 +18,8 @@ class PowerReading:
         return self.voltage * self.current
 
 
-class PowerInterface(metaclass=ABCMeta):
-    @classmethod
-    def client(cls) -> str:
-        return labels.POWER
-
-    @abstractmethod
-    async def on(self) -> None: ...
-
-    @abstractmethod
-    async def off(self) -> None: ...
-
-    @abstractmethod
-    async def read(self) -> AsyncIterator[PowerReading]:
-        """Readings of voltage and current (an async generator)."""
-        yield PowerReading(0.0, 0.0)
+class PowerInterface(Interface):
+    label = labels.POWER
+    on = call("Power on")
+    off = call("Power off")
+    read = streaming_call("Readings of voltage and current (PowerReading)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -11,11 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
-from jumpstarter_lab.wire import labels
+from jumpstarter_lab.streams import ConsoleStream
 from jumpstarter_lab_driver_network.driver import NetworkInterface, tcp_stream
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
 from jumpstarter_lab_driver_serial.interface import SerialInterface
-from jumpstarter_lab_driver_storage.image import write_image
+from jumpstarter_lab_driver_storage.driver import ImageStorage
 
 from .machine import MACHINES, Forward, Machine, Spec
 
@@ -67,29 +66,6 @@ class QemuPower(PowerInterface, Driver):
         return "on" if self._machine.powered else "off"
 
 
-class _ConsoleStream:
-    def __init__(self, machine: Machine):
-        self._machine = machine
-        self._queue = machine.listen()
-
-    async def send(self, data: bytes) -> None:
-        await self._machine.console_write(data)
-
-    async def receive(self) -> bytes:
-        # Under TCG the guest's UART output arrives a few bytes at a time: hand on all that waits in
-        # one piece, so the reader gets fewer, larger messages and keeps up with the guest.
-        data = await self._queue.get()
-        while not self._queue.empty() and len(data) < 65536:
-            data += self._queue.get_nowait()
-        return data
-
-    async def send_eof(self) -> None:
-        pass  # a UART has no end-of-file
-
-    async def aclose(self) -> None:
-        self._machine.unlisten(self._queue)
-
-
 class QemuConsole(SerialInterface, Driver):
     """Serial console of the QEMU board (the guest's first UART); stays open across power cycles"""
 
@@ -100,22 +76,33 @@ class QemuConsole(SerialInterface, Driver):
     @contextlib.asynccontextmanager
     async def connect(self):
         """Attach to the console"""
-        stream = _ConsoleStream(self._machine)
+        stream = ConsoleStream(self._machine.console, self._machine.console_write)
         try:
             yield stream
         finally:
             await stream.aclose()
 
 
-class QemuStorage(Driver):
+class QemuStorage(ImageStorage):
     """Storage of the QEMU board: its disk image, switched between host and DUT and flashed from the client"""
-
-    @classmethod
-    def client(cls) -> str:
-        return labels.STORAGE_MUX
 
     def __init__(self, machine: Machine):
         self._machine = machine
+
+    @property
+    def side(self) -> str:
+        return self._machine.storage
+
+    def _medium(self) -> Path:
+        return self._machine.workdir / "disk.img"  # replaced whole at the end: a running guest keeps its old one
+
+    def _flashed(self, result: dict) -> None:
+        self._machine.flashed(self._medium())
+        self.logger.info("flashed a %s image: %d bytes on the disk%s", result["compression"], result["bytes_written"],
+                         " (the running guest keeps its old disk until it is powered off)" if self._machine.powered else "")
+
+    async def _readable(self) -> Path:
+        return await self._machine.raw_disk()
 
     @export
     def host(self) -> None:
@@ -131,26 +118,6 @@ class QemuStorage(Driver):
     def off(self) -> None:
         """Detach the storage from both sides"""
         self._machine.storage = "off"
-
-    @export
-    def status(self) -> str:
-        """Which side the storage is attached to"""
-        return self._machine.storage
-
-    @export
-    async def write(self, src: dict | str) -> dict:
-        """Write an image pushed by the client (raw, gzip, xz, bzip2 or zstd); returns sizes and sha256"""
-        if self._machine.storage != "host":
-            raise ValueError(f"storage is attached to '{self._machine.storage}'; call host() before write()")
-        handle = json.loads(src) if isinstance(src, str) else src
-        encoding = handle.get("x_jmp_content_encoding") if isinstance(handle, dict) else None
-        disk = self._machine.workdir / "disk.img"  # replaced whole at the end: a running guest keeps its old one
-        async with self.resource(src) as stream:
-            result = await write_image(stream, disk, encoding)
-        self._machine.flashed(disk)
-        self.logger.info("flashed a %s image: %d bytes on the disk%s", result["compression"], result["bytes_written"],
-                         " (the running guest keeps its old disk until it is powered off)" if self._machine.powered else "")
-        return result
 
 
 class QemuNetwork(NetworkInterface, Driver):

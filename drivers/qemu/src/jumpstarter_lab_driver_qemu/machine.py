@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jumpstarter_lab.streams import Fanout
 from jumpstarter_lab.wire.errors import DriverError, DriverTimeout, ExporterUnavailable
 
 logger = logging.getLogger("driver.QemuBoard")
@@ -171,7 +172,7 @@ class Machine:
         self._process: asyncio.subprocess.Process | None = None
         self._console: asyncio.StreamWriter | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._listeners: set[asyncio.Queue] = set()
+        self.console = Fanout()  # what the guest's first UART prints, to every attached console stream
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -262,40 +263,42 @@ class Machine:
             if path is not None and not path.is_file():
                 raise DriverError(f"{name} {path} not found (the board's '{name}' setting)")
 
-    async def _disk(self) -> Path:
+    def _base(self) -> Path:
         base = self._flashed or self.spec.image
         if base is None:
             raise DriverError("the QEMU board has no disk image: set image_path in the exporter config "
                               "or flash one through its storage")
         if not base.is_file():
             raise DriverError(f"disk image {base} not found (the board's 'image_path' setting)")
+        return base
+
+    async def _disk(self) -> Path:
+        base = self._base()
         overlay = self.workdir / "overlay.qcow2"
         if self._overlay_base == base and overlay.exists():
             return overlay  # the guest's own writes survive a power cycle, as on a real disk
         size = virtual_size(base)
         if self.spec.disk_bytes is not None and self.spec.disk_bytes < size:
             raise DriverError(f"disk_size {self.spec.disk_bytes} bytes is smaller than the image {base} ({size} bytes)")
-        qemu_img = shutil.which("qemu-img")
-        if qemu_img is None:
-            raise DriverError("qemu-img not found (Debian package qemu-utils); "
-                              "it makes the copy-on-write layer that leaves the disk image unchanged")
         overlay.unlink(missing_ok=True)
-        argv = [qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base.absolute()), "-F", image_format(base),
-                str(overlay)]
+        argv = ["create", "-q", "-f", "qcow2", "-b", str(base.absolute()), "-F", image_format(base), str(overlay)]
         if self.spec.disk_bytes is not None:
             argv.append(str(self.spec.disk_bytes))
-        process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        try:
-            output = (await asyncio.wait_for(process.communicate(), QEMU_IMG_TIMEOUT))[0]
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-            raise DriverTimeout(f"qemu-img create did not finish within {QEMU_IMG_TIMEOUT:g}s") from None
-        if process.returncode != 0:
-            raise DriverError(f"qemu-img could not layer a disk over {base}: {output.decode(errors='replace').strip()}")
+        await _qemu_img(argv, f"layer a disk over {base}")
         self._overlay_base = base
         return overlay
+
+    async def raw_disk(self) -> Path:
+        """The disk as the guest sees it (its own writes included), as a raw image file."""
+        base = self._base()
+        overlay = self.workdir / "overlay.qcow2"
+        source = overlay if self._overlay_base == base and overlay.exists() else base
+        if source is base and image_format(base) == "raw":
+            return base
+        raw = self.workdir / "disk.raw"
+        # -U: a running guest holds its disk's lock; what it has written so far is read.
+        await _qemu_img(["convert", "-U", "-O", "raw", str(source), str(raw)], f"read the disk {source}")
+        return raw
 
     def _accelerators(self) -> list[str]:
         if self.spec.accel == "tcg" or self.spec.arch != os.uname().machine:
@@ -431,21 +434,12 @@ class Machine:
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
-                for queue in list(self._listeners):
-                    queue.put_nowait(data)
+                self.console.publish(data)
 
     def _drop_console(self) -> None:
         console, self._console = self._console, None
         if console is not None:
             console.close()
-
-    def listen(self) -> asyncio.Queue:
-        queue = _Backlog()
-        self._listeners.add(queue)
-        return queue
-
-    def unlisten(self, queue: asyncio.Queue) -> None:
-        self._listeners.discard(queue)
 
     async def console_write(self, data: bytes) -> None:
         console = self._console
@@ -467,27 +461,21 @@ class Machine:
         return forward.host_addr, forward.bound
 
 
-class _Backlog(asyncio.Queue):
-    """Console output a listener has not read yet, bounded in bytes: under TCG the guest's UART comes
-    a few bytes per piece, so a bound in pieces would hold little. Beyond the bound a listener that
-    cannot keep up loses the oldest output, as a UART overruns."""
-
-    LIMIT = 4 << 20
-
-    def __init__(self):
-        super().__init__()
-        self.size = 0
-
-    def put_nowait(self, item: bytes) -> None:
-        super().put_nowait(item)
-        self.size += len(item)
-        while self.size > self.LIMIT:
-            self.get_nowait()
-
-    def get_nowait(self) -> bytes:
-        item = super().get_nowait()
-        self.size -= len(item)
-        return item
+async def _qemu_img(argv: list[str], what: str) -> None:
+    """Run qemu-img with a deadline; DriverError saying what it could not do and why."""
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        raise DriverError(f"qemu-img not found (Debian package qemu-utils); it is needed to {what}")
+    process = await asyncio.create_subprocess_exec(qemu_img, *argv, stdin=asyncio.subprocess.DEVNULL,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        output = (await asyncio.wait_for(process.communicate(), QEMU_IMG_TIMEOUT))[0]
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise DriverTimeout(f"qemu-img {argv[0]} did not finish within {QEMU_IMG_TIMEOUT:g}s") from None
+    if process.returncode != 0:
+        raise DriverError(f"qemu-img could not {what}: {output.decode(errors='replace').strip()}")
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

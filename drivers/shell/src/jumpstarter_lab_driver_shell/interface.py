@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
-from collections.abc import AsyncIterator
-
+from jumpstarter_lab.driver import Interface, call, streaming_call
 from jumpstarter_lab.wire import labels
 
 
-class ShellInterface(metaclass=ABCMeta):
-    @classmethod
-    def client(cls) -> str:
-        return labels.SHELL
-
-    @abstractmethod
-    def get_methods(self) -> list[str]:
-        """Names of the declared methods."""
-
-    @abstractmethod
-    def call_method(self, method: str, env: dict[str, str] | None, *args: str
-                    ) -> AsyncIterator[tuple[str, str, int | None]]:
-        """Run a declared method: (stdout, stderr, None) chunks as output comes, then ("", "", exit status)."""
+class ShellInterface(Interface):
+    label = labels.SHELL
+    get_methods = call("Names of the declared methods")
+    call_method = streaming_call("Run a declared method (method, env, *args): (stdout, stderr, None) chunks as "
+                                 "output comes, then ('', '', exit status)")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
+from jumpstarter_lab.streams import ConsoleStream
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
 from jumpstarter_lab_driver_serial.interface import SerialInterface
 from jumpstarter_lab_driver_storage.driver import ImageStorage
@@ -43,24 +44,6 @@ class SimPower(PowerInterface, Driver):
         self._dut.power_off()
 
 
-class _ConsoleStream:
-    def __init__(self, dut: SimDut):
-        self._dut = dut
-        self._queue = dut.listen()
-
-    async def send(self, data: bytes) -> None:
-        await self._dut.write(data)
-
-    async def receive(self) -> bytes:
-        return await self._queue.get()
-
-    async def send_eof(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        self._dut.unlisten(self._queue)
-
-
 class SimConsole(SerialInterface, Driver):
     """Serial console of the sim board"""
 
@@ -71,7 +54,7 @@ class SimConsole(SerialInterface, Driver):
     @contextlib.asynccontextmanager
     async def connect(self):
         """Attach to the console"""
-        stream = _ConsoleStream(self._dut)
+        stream = ConsoleStream(self._dut.console, self._dut.write)
         try:
             yield stream
         finally:

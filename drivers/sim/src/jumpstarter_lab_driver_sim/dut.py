@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from jumpstarter_lab.streams import Fanout
+
 logger = logging.getLogger("driver.SimBoard")
 
 # Lateness (scheduling jitter) a busy line makes up for; a line idle longer than this starts afresh.
@@ -53,7 +55,7 @@ class SimDut:
         self._process: subprocess.Popen | None = None
         self._master: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._listeners: set[asyncio.Queue] = set()
+        self.console = Fanout()  # what the board prints, to every attached console stream
         self._lock = threading.Lock()
 
     @property
@@ -95,7 +97,7 @@ class SimDut:
             self._loop.remove_reader(master)
             return
         if pacer is None:
-            self._deliver(data)
+            self.console.publish(data)
             return
         # These bytes are on the line for a while: read no more until they have arrived. Meanwhile
         # the terminal's buffer fills and the board's writes block, as behind a slow UART.
@@ -103,23 +105,9 @@ class SimDut:
         self._loop.call_later(pacer.reserve(len(data)), self._arrived, master, self._generation, data)
 
     def _arrived(self, master: int, generation: int, data: bytes) -> None:
-        self._deliver(data)
+        self.console.publish(data)
         if self._master == master and self._generation == generation and self.powered:
             self._loop.add_reader(master, self._on_output, master)
-
-    def _deliver(self, data: bytes) -> None:
-        for queue in list(self._listeners):
-            if queue.full():
-                queue.get_nowait()  # a listener that cannot keep up loses the oldest output, like a UART overrun
-            queue.put_nowait(data)
-
-    def listen(self) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue(1024)
-        self._listeners.add(queue)
-        return queue
-
-    def unlisten(self, queue: asyncio.Queue) -> None:
-        self._listeners.discard(queue)
 
     async def write(self, data: bytes) -> None:
         pacer = self._to_board

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 import time
@@ -10,13 +9,17 @@ from pathlib import Path
 
 from jumpstarter_lab.driver import Driver, export
 from jumpstarter_lab.wire.errors import DriverError, ExporterUnavailable
+from jumpstarter_lab.wire.handles import ClientStreamHandle
 
 from .image import read_image, write_image
 from .interface import StorageMuxInterface
 
 
-class ImageStorage(StorageMuxInterface, Driver):
-    """What storage muxes share: which side the medium is on, and moving images in and out."""
+class ImageStorage(StorageMuxInterface, Driver, partial=True):
+    """What storage muxes share: which side the medium is on, and moving images in and out.
+
+    A subclass says where the medium is (`_medium`) and switches sides (host, dut, off);
+    `_flashed` and `_readable` let it act on a new image and say what to read back."""
 
     side = "dut"
 
@@ -27,16 +30,23 @@ class ImageStorage(StorageMuxInterface, Driver):
         if self.side != "host":
             raise ValueError(f"storage is attached to '{self.side}'; call host() before {what}()")
 
+    def _flashed(self, result: dict) -> None:
+        """Called once an image is written whole to the medium."""
+        self.logger.info("wrote %d bytes (%s, %d received) to %s", result["bytes_written"], result["compression"],
+                         result["bytes_received"], self._medium())
+
+    async def _readable(self) -> Path:
+        """The file or device whose bytes are the storage's content."""
+        return self._medium()
+
     @export
     async def write(self, src: dict | str) -> dict:
         """Write an image pushed by the client (raw, gzip, xz, bzip2 or zstd); returns sizes and sha256"""
         self._require_host("write")
-        handle = json.loads(src) if isinstance(src, str) else src
-        encoding = handle.get("x_jmp_content_encoding") if isinstance(handle, dict) else None
-        async with self.resource(src) as stream:
-            result = await write_image(stream, self._medium(), encoding)
-        self.logger.info("wrote %d bytes (%s, %d received) to %s", result["bytes_written"], result["compression"],
-                         result["bytes_received"], self._medium())
+        handle = ClientStreamHandle.parse(src)
+        async with self.resource(handle) as stream:
+            result = await write_image(stream, self._medium(), handle.x_jmp_content_encoding)
+        self._flashed(result)
         return result
 
     @export
@@ -44,7 +54,7 @@ class ImageStorage(StorageMuxInterface, Driver):
         """Send the storage's content to the client"""
         self._require_host("read")
         async with self.resource(dst) as stream:
-            return {"bytes_sent": await read_image(self._medium(), stream)}
+            return {"bytes_sent": await read_image(await self._readable(), stream)}
 
     @export
     def status(self) -> str:

@@ -1,12 +1,14 @@
-"""The driver layer: the Driver base, `@export` / `@exportstream`, the per-session context, the registry.
+"""The driver layer: the Driver base, `@export` / `@exportstream`, interfaces, the per-session
+context, Composite and Proxy, and the registry of driver types.
 
-A driver is a class implementing an interface; its config parameters are its dataclass
-fields (or its __init__ keywords). Drivers import this layer and the wire layer, never
-the exporter that serves them.
+Drivers import this layer and the wire layer, never the exporter that serves them.
 """
 
-from .base import CALL, STREAM, STREAMING_CALL, Composite, CompositeInterface, Driver, Proxy, export, exported_methods, exportstream
+from .base import CALL, STREAM, STREAMING_CALL, Driver, export, exported_methods, exportstream
+from .composite import Composite, CompositeInterface, Proxy
 from .context import DriverContext
+from .interface import Interface, Method, call, stream, streaming_call
 
-__all__ = ["CALL", "STREAM", "STREAMING_CALL", "Composite", "CompositeInterface", "Driver", "DriverContext", "Proxy",
-           "export", "exported_methods", "exportstream"]
+__all__ = ["CALL", "STREAM", "STREAMING_CALL", "Composite", "CompositeInterface", "Driver", "DriverContext",
+           "Interface", "Method", "Proxy", "call", "export", "exported_methods", "exportstream", "stream",
+           "streaming_call"]

@@ -1,4 +1,4 @@
-"""The Driver base, `@export`, `@exportstream`, Composite and Proxy.
+"""The Driver base, `@export` and `@exportstream`.
 
 A driver is a class implementing an interface; its config parameters are its
 dataclass fields (or, for plain classes, its __init__ keywords). Only methods
@@ -19,7 +19,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ..wire import labels, names, values
+from ..wire import labels, values
 from ..wire.errors import DriverInvalidArgument, MethodNotFound
 from ..wire.handles import ClientStreamHandle
 from ..wire.protocol import jumpstarter_pb2
@@ -218,54 +218,3 @@ def _bind(method, name: str, args: list[Any]) -> list[Any]:
         else:
             shaped.append(values.coerce(value, hint))
     return shaped
-
-
-class CompositeInterface:
-    @classmethod
-    def client(cls) -> str:
-        return labels.COMPOSITE
-
-
-class Composite(CompositeInterface, Driver):
-    """A node grouping child drivers."""
-
-
-class Proxy(Driver):
-    """Another driver of the tree, reachable under a second name (a config entry with `ref`)."""
-
-    def __init__(self, ref: str):
-        self.ref = ref
-        self.target: Driver | None = None
-
-    @classmethod
-    def client(cls) -> str:
-        return labels.PROXY
-
-    def resolve(self, root: Driver, where: str) -> None:
-        try:
-            node = names.walk_path(root, self.ref)
-        except LookupError as e:
-            raise ValueError(f"{where}: ref '{self.ref}' names no driver in the export tree: {e}") from None
-        if isinstance(node, Proxy):
-            raise ValueError(f"{where}: ref '{self.ref}' is itself a ref; name the driver it refers to")
-        self.target = node
-
-    def report(self, parent: Driver | None, name: str | None) -> jumpstarter_pb2.DriverInstanceReport:
-        report = self.target.report(parent, name)  # the target's client label, methods and description
-        report.uuid = str(self.uuid)
-        return report
-
-    async def call(self, name: str, args: list[Any]) -> Any:
-        return await self.target.call(name, args)
-
-    async def streaming_call(self, name: str, args: list[Any]) -> AsyncIterator[Any]:
-        async for item in self.target.streaming_call(name, args):
-            yield item
-
-    @contextlib.asynccontextmanager
-    async def open_stream(self, name: str):
-        async with self.target.open_stream(name) as stream:
-            yield stream
-
-    def close(self) -> None:
-        pass  # the target is closed where it stands in the tree
