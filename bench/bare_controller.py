@@ -18,6 +18,7 @@ import uuid
 import grpc
 from google.protobuf import empty_pb2
 
+from jumpstarter_lab.wire import names
 from jumpstarter_lab.wire.protocol import client_pb2, client_pb2_grpc, jumpstarter_pb2, jumpstarter_pb2_grpc, kubernetes_pb2
 
 
@@ -63,13 +64,13 @@ class Clients(client_pb2_grpc.ClientServiceServicer):
         name = str(uuid.uuid4())
         self.state.leases[name] = exporter
         self.state.streams[exporter].put_nowait(name)
-        lease = client_pb2.Lease(name=f"namespaces/default/leases/{name}", selector=request.lease.selector,
-                                 exporter=f"namespaces/default/exporters/{exporter}")
+        lease = client_pb2.Lease(name=names.lease("default", name), selector=request.lease.selector,
+                                 exporter=names.exporter("default", exporter))
         lease.conditions.append(kubernetes_pb2.Condition(type="Ready", status="True", reason="Ready"))
         return lease
 
     async def DeleteLease(self, request, context):  # pylint: disable=invalid-overridden-method
-        exporter = self.state.leases.pop(request.name.rsplit("/", 1)[-1])
+        exporter = self.state.leases.pop(names.short(request.name))
         self.state.free[exporter] = None
         self.state.streams[exporter].put_nowait(None)
         return empty_pb2.Empty()

@@ -54,6 +54,20 @@ def test_insecure_exporter_only_when_asked(make_config, run_exporter, tmp_path):
         assert b.power.call("status") == "off"  # its own session, its own drivers
 
 
+def test_shell_insecure_hands_plaintext_to_the_commands_it_runs(make_config, run_exporter):
+    """`shell --insecure --host H:P -- CMD`: CMD's own client connects without TLS too (JMP_GRPC_INSECURE),
+    in the shell's one session."""
+    exporter = run_exporter(make_config(STANDARD_EXPORT), "--listen", "127.0.0.1:0", "--insecure")
+    script = f"{CLI} call power.on && {CLI} call power.status"
+    result = subprocess.run([CLI, "shell", "--insecure", "--host", exporter.address, "--", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "on"  # the second command saw the first one's session
+    plain = subprocess.run([CLI, "shell", "--host", exporter.address, "--", CLI, "call", "power.status"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert plain.returncode == 1 and "cannot reach exporter" in plain.stderr  # without it, TLS is expected
+
+
 def test_unreadable_tls_files_are_named(make_config, tmp_path):
     result = subprocess.run([CLI, "exporter", "run", "--config", str(make_config(STANDARD_EXPORT)),
                              "--listen", "127.0.0.1:0", "--tls-cert", str(tmp_path / "missing.crt"),

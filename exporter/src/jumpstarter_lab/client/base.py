@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from ..streams import forward
-from ..wire import handles, labels, names, values
+from ..wire import call_values, handles, labels, names
 from ..wire import metadata as wire_metadata
 from ..wire.errors import ExporterUnavailable, JumpstarterLabError, exception_for_rpc_error, exception_for_status
 from ..wire.frames import CallFrames
@@ -146,21 +146,21 @@ class DriverClient:
 
     async def call_async(self, method: str, *args: Any) -> Any:
         request = jumpstarter_pb2.DriverCallRequest(uuid=str(self.uuid), method=method,
-                                                    args=[values.encode(a) for a in args])
+                                                    args=[call_values.encode(a) for a in args])
         try:
             response = await self.connection.stub.DriverCall(request, metadata=self.connection.metadata,
                                                              timeout=self.connection.call_timeout)
         except grpc.aio.AioRpcError as e:
             raise exception_for_rpc_error(e, self._what(method)) from None
-        return values.decode(response.result)
+        return call_values.decode(response.result)
 
     async def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:
         request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=str(self.uuid), method=method,
-                                                             args=[values.encode(a) for a in args])
+                                                             args=[call_values.encode(a) for a in args])
         call = self.connection.stub.StreamingDriverCall(request, metadata=self.connection.metadata)
         try:
             async for response in call:
-                yield values.decode(response.result)
+                yield call_values.decode(response.result)
         except grpc.aio.AioRpcError as e:
             raise exception_for_rpc_error(e, self._what(method)) from None
         finally:

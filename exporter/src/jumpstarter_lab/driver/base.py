@@ -19,7 +19,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ..wire import labels, values
+from ..wire import call_values, labels
 from ..wire.errors import DriverInvalidArgument, MethodNotFound
 from ..wire.handles import ClientStreamHandle
 from ..wire.protocol import jumpstarter_pb2
@@ -214,7 +214,7 @@ def _bind(method, name: str, args: list[Any]) -> list[Any]:
         param = signature.parameters[param_name]
         hint = hints.get(param_name, Any)
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            shaped.extend(values.coerce(v, hint) for v in value)
+            shaped.extend(call_values.coerce(v, hint) for v in value)
         else:
-            shaped.append(values.coerce(value, hint))
+            shaped.append(call_values.coerce(value, hint))
     return shaped

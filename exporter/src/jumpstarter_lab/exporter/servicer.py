@@ -9,7 +9,7 @@ import uuid as uuidlib
 import grpc
 
 from ..streams import forward, memory_pipe
-from ..wire import handles, values
+from ..wire import call_values, handles
 from ..wire import metadata as wire_metadata
 from ..wire.errors import JumpstarterLabError, status_for_exception
 from ..wire.frames import ServedFrames
@@ -53,8 +53,8 @@ class ExporterServicer:
         try:
             driver = session.driver(request.uuid)
             session.check_allowed(request.uuid, request.method)
-            result = await driver.call(request.method, [values.decode(a) for a in request.args])
-            return jumpstarter_pb2.DriverCallResponse(uuid=str(uuidlib.uuid4()), result=values.encode(result))
+            result = await driver.call(request.method, [call_values.decode(a) for a in request.args])
+            return jumpstarter_pb2.DriverCallResponse(uuid=str(uuidlib.uuid4()), result=call_values.encode(result))
         except Exception as e:
             await _abort(context, e, what)
 
@@ -64,9 +64,9 @@ class ExporterServicer:
         try:
             driver = session.driver(request.uuid)
             session.check_allowed(request.uuid, request.method)
-            async for item in driver.streaming_call(request.method, [values.decode(a) for a in request.args]):
+            async for item in driver.streaming_call(request.method, [call_values.decode(a) for a in request.args]):
                 yield jumpstarter_pb2.StreamingDriverCallResponse(uuid=str(uuidlib.uuid4()),
-                                                                  result=values.encode(item))
+                                                                  result=call_values.encode(item))
         except Exception as e:
             await _abort(context, e, what)
 

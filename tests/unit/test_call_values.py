@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from jumpstarter_lab.wire import values
+from jumpstarter_lab.wire import call_values
 
 
 @dataclass
@@ -12,7 +12,7 @@ class Reading:
 
 
 def roundtrip(value):
-    return values.decode(values.encode(value))
+    return call_values.decode(call_values.encode(value))
 
 
 @pytest.mark.parametrize("value", [None, True, False, 0, 7, -3, 2.5, "text", [1, "a", None], {"a": {"b": [1, 2]}}])
@@ -29,24 +29,24 @@ def test_dataclasses_and_tuples_become_objects_and_lists():
 def test_bytes_travel_as_base64_and_are_restored_by_hint():
     wire = roundtrip(b"\x00\xffabc")
     assert wire == "AP9hYmM="
-    assert values.coerce(wire, bytes) == b"\x00\xffabc"
+    assert call_values.coerce(wire, bytes) == b"\x00\xffabc"
 
 
 def test_coerce_builds_dataclasses_and_rejects_unknown_fields():
-    assert values.coerce({"voltage": 5, "current": 1}, Reading) == Reading(5.0, 1.0)
-    assert isinstance(values.coerce({"voltage": 5, "current": 1}, Reading).voltage, float)
+    assert call_values.coerce({"voltage": 5, "current": 1}, Reading) == Reading(5.0, 1.0)
+    assert isinstance(call_values.coerce({"voltage": 5, "current": 1}, Reading).voltage, float)
     with pytest.raises(ValueError, match="unknown field.*watts"):
-        values.coerce({"voltage": 1, "current": 1, "watts": 3}, Reading)
+        call_values.coerce({"voltage": 1, "current": 1, "watts": 3}, Reading)
 
 
 def test_coerce_handles_optional_and_containers():
-    assert values.coerce("AQI=", bytes | None) == b"\x01\x02"
-    assert values.coerce(None, bytes | None) is None
-    assert values.coerce(["AQ=="], list[bytes]) == [b"\x01"]
+    assert call_values.coerce("AQI=", bytes | None) == b"\x01\x02"
+    assert call_values.coerce(None, bytes | None) is None
+    assert call_values.coerce(["AQ=="], list[bytes]) == [b"\x01"]
     with pytest.raises(ValueError, match="base64"):
-        values.coerce("not base64!", bytes)
+        call_values.coerce("not base64!", bytes)
 
 
 def test_unsendable_values_are_named():
     with pytest.raises(TypeError, match="object"):
-        values.encode(object())
+        call_values.encode(object())
