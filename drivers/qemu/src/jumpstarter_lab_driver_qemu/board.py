@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
-from jumpstarter_lab.streams import ConsoleStream
 from jumpstarter_lab_driver_network.driver import NetworkInterface, tcp_stream
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
-from jumpstarter_lab_driver_serial.interface import SerialInterface
+from jumpstarter_lab_driver_serial.driver import DeviceConsole
 from jumpstarter_lab_driver_storage.driver import ImageStorage
 
 from .machine import MACHINES, Forward, Machine, Spec
@@ -66,21 +65,11 @@ class QemuPower(PowerInterface, Driver):
         return "on" if self._machine.powered else "off"
 
 
-class QemuConsole(SerialInterface, Driver):
+class QemuConsole(DeviceConsole):
     """Serial console of the QEMU board (the guest's first UART); stays open across power cycles"""
 
     def __init__(self, machine: Machine):
-        self._machine = machine
-
-    @exportstream
-    @contextlib.asynccontextmanager
-    async def connect(self):
-        """Attach to the console"""
-        stream = ConsoleStream(self._machine.console, self._machine.console_write)
-        try:
-            yield stream
-        finally:
-            await stream.aclose()
+        super().__init__(machine.console, machine.console_write)
 
 
 class QemuStorage(ImageStorage):
@@ -104,20 +93,8 @@ class QemuStorage(ImageStorage):
     async def _readable(self) -> Path:
         return await self._machine.raw_disk()
 
-    @export
-    def host(self) -> None:
-        """Attach the storage to the host (the exporter) for writing"""
-        self._machine.storage = "host"
-
-    @export
-    def dut(self) -> None:
-        """Attach the storage to the board"""
-        self._machine.storage = "dut"
-
-    @export
-    def off(self) -> None:
-        """Detach the storage from both sides"""
-        self._machine.storage = "off"
+    async def _switch(self, side: str) -> None:
+        self._machine.storage = side
 
 
 class QemuNetwork(NetworkInterface, Driver):

@@ -3,11 +3,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import termios
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import serial
 
 from jumpstarter_lab.driver import Driver, export, exportstream
+from jumpstarter_lab.streams import ConsoleStream, Fanout
 from jumpstarter_lab.wire.errors import ExporterUnavailable
 
 from .interface import SerialInterface
@@ -68,3 +70,24 @@ class PySerial(SerialInterface, Driver):
     def set_rts(self, value: bool) -> None:
         """Set the RTS control line"""
         self._set_line("rts", value)
+
+
+class DeviceConsole(SerialInterface, Driver):
+    """Console of a device the exporter runs itself (a simulated or virtual board)
+
+    What the device prints comes from its Fanout (every attached stream gets all of it);
+    what a client sends goes to `write`. Boards name it with a subclass for their report.
+    """
+
+    def __init__(self, output: Fanout, write: Callable[[bytes], Awaitable[None]]):
+        self._output, self._write = output, write
+
+    @exportstream
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        """Attach to the console"""
+        stream = ConsoleStream(self._output, self._write)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()

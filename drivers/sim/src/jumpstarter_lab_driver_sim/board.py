@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from jumpstarter_lab.driver import CompositeInterface, Driver, export, exportstream
-from jumpstarter_lab.streams import ConsoleStream
+from jumpstarter_lab.driver import CompositeInterface, Driver, export
 from jumpstarter_lab_driver_power.interface import PowerInterface, PowerReading
-from jumpstarter_lab_driver_serial.interface import SerialInterface
+from jumpstarter_lab_driver_serial.driver import DeviceConsole
 from jumpstarter_lab_driver_storage.driver import ImageStorage
 
 from .dut import SimDut
@@ -44,21 +42,11 @@ class SimPower(PowerInterface, Driver):
         self._dut.power_off()
 
 
-class SimConsole(SerialInterface, Driver):
+class SimConsole(DeviceConsole):
     """Serial console of the sim board"""
 
     def __init__(self, dut: SimDut):
-        self._dut = dut
-
-    @exportstream
-    @contextlib.asynccontextmanager
-    async def connect(self):
-        """Attach to the console"""
-        stream = ConsoleStream(self._dut.console, self._dut.write)
-        try:
-            yield stream
-        finally:
-            await stream.aclose()
+        super().__init__(dut.console, dut.write)
 
 
 class SimStorage(ImageStorage):
@@ -74,20 +62,8 @@ class SimStorage(ImageStorage):
     def _medium(self):
         return self._dut.image
 
-    @export
-    async def host(self) -> None:
-        """Attach the storage to the host (the exporter) for writing"""
-        self._dut.storage = "host"
-
-    @export
-    async def dut(self) -> None:
-        """Attach the storage to the board"""
-        self._dut.storage = "dut"
-
-    @export
-    async def off(self) -> None:
-        """Detach the storage from both sides"""
-        self._dut.storage = "off"
+    async def _switch(self, side: str) -> None:
+        self._dut.storage = side
 
 
 @dataclass(kw_only=True)

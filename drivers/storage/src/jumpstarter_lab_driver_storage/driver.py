@@ -15,16 +15,35 @@ from .image import read_image, write_image
 from .interface import StorageMuxInterface
 
 
-class ImageStorage(StorageMuxInterface, Driver, partial=True):
+class ImageStorage(StorageMuxInterface, Driver):
     """What storage muxes share: which side the medium is on, and moving images in and out.
 
-    A subclass says where the medium is (`_medium`) and switches sides (host, dut, off);
+    A subclass says where the medium is (`_medium`) and how it switches sides (`_switch`);
     `_flashed` and `_readable` let it act on a new image and say what to read back."""
 
     side = "dut"
 
     def _medium(self) -> Path:
         raise NotImplementedError
+
+    async def _switch(self, side: str) -> None:
+        """Attach the medium to `side` (host, dut or off)."""
+        raise NotImplementedError
+
+    @export
+    async def host(self) -> None:
+        """Attach the storage to the exporter host"""
+        await self._switch("host")
+
+    @export
+    async def dut(self) -> None:
+        """Attach the storage to the board"""
+        await self._switch("dut")
+
+    @export
+    async def off(self) -> None:
+        """Detach the storage from both sides"""
+        await self._switch("off")
 
     def _require_host(self, what: str) -> None:
         if self.side != "host":
@@ -75,20 +94,8 @@ class MockStorageMux(ImageStorage):
     def _medium(self) -> Path:
         return self._image
 
-    @export
-    async def host(self) -> None:
-        """Attach the storage to the exporter host"""
-        self.side = "host"
-
-    @export
-    async def dut(self) -> None:
-        """Attach the storage to the board"""
-        self.side = "dut"
-
-    @export
-    async def off(self) -> None:
-        """Detach the storage from both sides"""
-        self.side = "off"
+    async def _switch(self, side: str) -> None:
+        self.side = side
 
     def close(self) -> None:
         super().close()
@@ -114,7 +121,22 @@ class SDWire(ImageStorage):
     def _medium(self) -> Path:
         return Path(self.storage_device)
 
-    async def _switch(self, flag: str, side: str) -> None:
+    async def _switch(self, side: str) -> None:
+        """host: the test server side, then wait for the card's device; dut: the board. No off position."""
+        if side == "off":
+            raise NotImplementedError("an SDWire is always attached to the host or the board; use host() or dut()")
+        await self._tool("--ts" if side == "host" else "--dut")
+        self._side = side
+        if side != "host":
+            return
+        deadline = time.monotonic() + self.appear_timeout
+        while not Path(self.storage_device).exists():
+            if time.monotonic() > deadline:
+                raise ExporterUnavailable(f"SDWire {self.serial}: {self.storage_device} did not appear within "
+                                          f"{self.appear_timeout:g}s of switching to the host")
+            await asyncio.sleep(0.2)
+
+    async def _tool(self, flag: str) -> None:
         tool = shutil.which(self.control_tool)
         if tool is None:
             raise ExporterUnavailable(f"SDWire {self.serial}: control tool '{self.control_tool}' is not installed")
@@ -129,25 +151,3 @@ class SDWire(ImageStorage):
         if process.returncode != 0:
             detail = (err or out).decode(errors="replace").strip()[-300:]
             raise DriverError(f"SDWire {self.serial}: {self.control_tool} {flag} exited {process.returncode}: {detail}")
-        self._side = side
-
-    @export
-    async def host(self) -> None:
-        """Attach the card to the exporter host (the test server side) and wait for its device"""
-        await self._switch("--ts", "host")
-        deadline = time.monotonic() + self.appear_timeout
-        while not Path(self.storage_device).exists():
-            if time.monotonic() > deadline:
-                raise ExporterUnavailable(f"SDWire {self.serial}: {self.storage_device} did not appear within "
-                                          f"{self.appear_timeout:g}s of switching to the host")
-            await asyncio.sleep(0.2)
-
-    @export
-    async def dut(self) -> None:
-        """Attach the card to the board"""
-        await self._switch("--dut", "dut")
-
-    @export
-    async def off(self) -> None:
-        """An SDWire has no off position"""
-        raise NotImplementedError("an SDWire is always attached to the host or the board; use host() or dut()")
