@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ..wire.documents import API_VERSION, parse_yaml, validate
+from ..wire.documents import API_VERSION, parse_yaml, read_document, validate
 from ..wire.errors import ConfigError
 
 ENV_CLIENT_CONFIG = "JMP_CLIENT_CONFIG"  # the same variable upstream's client reads
@@ -48,11 +48,7 @@ class ClientConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ClientConfig:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read client config {path}: {e.strerror}") from None
-        data, source = parse_yaml(text, str(path))
+        data, source = parse_yaml(read_document(path, "client config"), str(path))
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a ClientConfig mapping")
         validate(data, CLIENT_SCHEMA, source)

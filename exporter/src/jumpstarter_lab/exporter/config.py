@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ..driver import Composite, Driver, DriverContext, Proxy
 from ..driver.registry import resolve_driver
-from ..wire.documents import API_VERSION, Source, parse_yaml, validate
+from ..wire.documents import API_VERSION, Source, parse_yaml, read_document, validate
 from ..wire.errors import ConfigError
 
 KIND = "ExporterConfig"
@@ -144,9 +144,10 @@ class DriverSpec:
         children = {name: child.build(namespace, context) for name, child in self.children.items()}
         try:
             driver = self.cls(**self.config)
-        except (TypeError, ValueError) as e:
+        except Exception as e:  # a driver's refusal of its config, whatever its type, names the entry
             where = f" ({self.where})" if self.where else ""
-            raise ConfigError(f"export.{'.'.join(self.path)}: {e}{where}") from None
+            detail = str(e) if isinstance(e, (TypeError, ValueError)) else f"{type(e).__name__}: {e}"
+            raise ConfigError(f"export.{'.'.join(self.path)}: {detail}{where}") from None
         driver.bind(uuid=uuidlib.uuid5(namespace, "/".join(self.path)), children=children,
                     description=self.description, methods_description=self.methods_description, context=context)
         driver.config_path, driver.config_where = "export." + ".".join(self.path), self.where
@@ -227,9 +228,4 @@ def load_text(text: str, name: str = "<config>") -> ExporterConfig:
 
 
 def load(path: str | Path) -> ExporterConfig:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read exporter config {path}: {e.strerror}") from None
-    return load_text(text, str(path))
+    return load_text(read_document(path, "exporter config"), str(path))

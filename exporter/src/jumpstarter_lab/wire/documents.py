@@ -19,17 +19,47 @@ from .errors import ConfigError
 API_VERSION = "jumpstarter.dev/v1alpha1"
 
 
-def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Path -> 1-based line of every value in a composed YAML document."""
-    out = {} if out is None else out
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            _lines(value, path + (key.value,), out)
-            out.setdefault(path + (key.value, "__key__"), key.start_mark.line + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, value in enumerate(node.value):
-            _lines(value, path + (index,), out)
+MAX_BYTES = 1 << 20  # a lab's config is kilobytes; anything this large is a mistake or an attack
+MAX_VALUES = 100_000  # values in the document once YAML aliases are expanded (a "billion laughs" stops here)
+MAX_DEPTH = 64  # mappings and lists within each other
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _lines(root: yaml.Node, name: str) -> dict[tuple, int]:
+    """Path -> 1-based line of every value of a composed YAML document, checking on the way that it
+    is a tree of bounded size and depth with string keys: ConfigError naming the file and line if not.
+
+    The walk expands aliases as a reader of the data would, so its bounds bound every later walk."""
+    out: dict[tuple, int] = {}
+    stack: list[tuple[yaml.Node, tuple, tuple]] = [(root, (), ())]  # node, path, ids of the nodes above it
+    count = 0
+    while stack:
+        node, path, above = stack.pop()
+        line = node.start_mark.line + 1
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{name}:{line}: the document has more than {MAX_VALUES} values once its YAML aliases "
+                              "are expanded")
+        if id(node) in above:
+            raise ConfigError(f"{name}:{line}: a YAML alias refers to a value that contains it")
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(f"{name}:{line}: values are nested more than {MAX_DEPTH} deep")
+        out.setdefault(path, line)
+        inner = above + (id(node),)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.tag == _MERGE:
+                    stack.append((value, path, inner))  # `<<: *defaults`: its keys become this mapping's
+                    continue
+                if not isinstance(key, yaml.ScalarNode) or key.tag != _STR:
+                    shown = key.value if isinstance(key, yaml.ScalarNode) else "a " + type(key).__name__[:-4].lower()
+                    raise ConfigError(f"{name}:{key.start_mark.line + 1}: keys must be text, not {shown!r} "
+                                      "(quote it)")
+                out.setdefault(path + (key.value, "__key__"), key.start_mark.line + 1)
+                stack.append((value, path + (key.value,), inner))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((value, path + (index,), inner) for index, value in enumerate(node.value))
     return out
 
 
@@ -52,17 +82,54 @@ class Source:
         return ConfigError(f"{dotted + ': ' if dotted else ''}{message} ({self.where(path)})")
 
 
-def parse_yaml(text: str, name: str) -> tuple[Any, Source]:
+def decode_text(data: bytes, name: str) -> str:
+    """A config file's bytes as text: UTF-8, at most MAX_BYTES; ConfigError naming the file and line if not."""
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"{name}: {len(data)} bytes is more than a config may hold ({MAX_BYTES})")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{name}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
+
+
+def read_document(path, what: str) -> str:
+    """The text of a config file; ConfigError saying why it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    return decode_text(data, str(path))
+
+
+def parse_yaml(text: str, name: str) -> tuple[Any, Source]:
+    """The data of a one-document YAML text and where each value stands in it."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{name}: {len(text)} characters is more than a config may hold ({MAX_BYTES})")
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, Source(name, {})
+        lines = _lines(node, name)  # checked before anything walks the data
+        data = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{name}{line}: invalid YAML: {e.problem or e}") from None
+    except yaml.reader.ReaderError as e:
+        line = text[:e.position].count("\n") + 1
+        raise ConfigError(f"{name}:{line}: invalid YAML: character {e.character:#x} is not allowed") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{name}: invalid YAML: {e}") from None
-    return data, Source(name, _lines(node) if node is not None else {})
+        raise ConfigError(f"{name}: invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: values are nested too deeply to read") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, Source(name, lines)
 
 
 def _describe(error: jsonschema.ValidationError) -> tuple[tuple, str]:
