@@ -86,7 +86,7 @@ def test_nothing_undeclared_runs_and_dangerous_environment_is_refused(shell_expo
             root.restricted.run("show", env={"OTHER": "x"})
         with pytest.raises(DriverInvalidArgument, match="'FIXED' is fixed by the exporter config for this method"):
             root.sh.run("detailed", env={"FIXED": "from-client"})
-        with pytest.raises(DriverInvalidArgument, match="arguments must be strings"):
+        with pytest.raises(DriverInvalidArgument, match="argument 'args': expected str, got dict"):
             root.sh.run("greet", {"not": "a string"})
         with pytest.raises(AttributeError, match=r"method rm not found in \['greet'"):
             root.sh.rm()

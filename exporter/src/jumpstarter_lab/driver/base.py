@@ -200,7 +200,8 @@ def _signature(function) -> tuple[inspect.Signature, dict[str, Any]]:
 
 
 def _bind(method, name: str, args: list[Any]) -> list[Any]:
-    """Check the argument count and shape each argument to the method's type hints."""
+    """Check the argument count, shape each argument to the method's type hints and check it fits them
+    (DriverInvalidArgument naming the parameter, before the driver sees anything)."""
     signature, hints = _signature(method.__func__)
     if not args and not signature.parameters:
         return []  # the common case of a call without arguments
@@ -213,8 +214,14 @@ def _bind(method, name: str, args: list[Any]) -> list[Any]:
     for param_name, value in bound.arguments.items():
         param = signature.parameters[param_name]
         hint = hints.get(param_name, Any)
-        if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            shaped.extend(call_values.coerce(v, hint) for v in value)
-        else:
-            shaped.append(call_values.coerce(value, hint))
+        values = value if param.kind is inspect.Parameter.VAR_POSITIONAL else [value]
+        for item in values:
+            try:
+                item = call_values.coerce(item, hint)
+            except (TypeError, ValueError) as e:
+                raise DriverInvalidArgument(f"{name}() argument '{param_name}': {e}") from None
+            problem = call_values.mismatch(item, hint)
+            if problem:
+                raise DriverInvalidArgument(f"{name}() argument '{param_name}': {problem}")
+            shaped.append(item)
     return shaped

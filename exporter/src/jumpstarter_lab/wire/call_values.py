@@ -19,6 +19,8 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from .errors import DriverInvalidArgument
+
 
 def to_plain(value: Any) -> Any:
     """Reduce a Python value to JSON-compatible data."""
@@ -62,7 +64,13 @@ def _fill(message: struct_pb2.Value, plain: Any) -> None:
         message.list_value.extend(plain)
 
 
-def decode(value: struct_pb2.Value) -> Any:
+MAX_DEPTH = 32  # lists and objects within each other in one argument or result
+
+
+def decode(value: struct_pb2.Value, depth: int = 0) -> Any:
+    """A Value as plain data; DriverInvalidArgument for one nested deeper than MAX_DEPTH."""
+    if depth > MAX_DEPTH:
+        raise DriverInvalidArgument(f"a value is nested more than {MAX_DEPTH} deep")
     kind = value.WhichOneof("kind")
     if kind == "number_value":
         # Value carries every number as a double; give back ints where they were ints.
@@ -73,9 +81,9 @@ def decode(value: struct_pb2.Value) -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
-        return {key: decode(item) for key, item in value.struct_value.fields.items()}
+        return {key: decode(item, depth + 1) for key, item in value.struct_value.fields.items()}
     if kind == "list_value":
-        return [decode(item) for item in value.list_value.values]
+        return [decode(item, depth + 1) for item in value.list_value.values]
     return None
 
 
@@ -123,3 +131,57 @@ def coerce(value: Any, hint: Any) -> Any:
 def _fits(value: Any, hint: Any) -> bool:
     base = typing.get_origin(hint) or hint
     return inspect.isclass(base) and isinstance(value, base)
+
+
+def mismatch(value: Any, hint: Any) -> str | None:
+    """What is wrong with a (coerced) value for a type hint, in words; None when it fits or the hint
+    says too little to tell. Containers are checked through their items."""
+    if hint is Any or hint is inspect.Parameter.empty or isinstance(hint, (str, typing.TypeVar)):
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is None or hint is type(None):
+        return None if value is None else f"expected null, got {_kind(value)}"
+    if origin in (typing.Union, types.UnionType):
+        return None if any(mismatch(value, arm) is None for arm in args) else f"expected {_name(hint)}, got {_kind(value)}"
+    if origin is typing.Literal:
+        return None if value in args else f"expected one of {', '.join(map(repr, args))}, got {value!r}"
+    if hint is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {_kind(value)}"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected an integer, got {_kind(value)}"
+    if hint is float:
+        return (None if isinstance(value, (int, float)) and not isinstance(value, bool)
+                else f"expected a number, got {_kind(value)}")
+    base = origin or hint
+    if not inspect.isclass(base):
+        return None
+    if base in (list, tuple, set, frozenset):
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            return f"expected a list, got {_kind(value)}"
+        inner = args[0] if args and base is not tuple else Any
+        return next((f"item {i}: {m}" for i, v in enumerate(value) if (m := mismatch(v, inner))), None)
+    if base is dict:
+        if not isinstance(value, dict):
+            return f"expected an object, got {_kind(value)}"
+        inner = args[1] if len(args) == 2 else Any
+        return next((f"{k!r}: {m}" for k, v in value.items() if (m := mismatch(v, inner))), None)
+    if issubclass(base, enum.Enum) or issubclass(base, PurePath):
+        return None  # shaped by the callee
+    if not isinstance(value, base):
+        return f"expected {_name(hint)}, got {_kind(value)}"
+    if dataclasses.is_dataclass(base):
+        hints = typing.get_type_hints(base)
+        return next((f"field '{f.name}': {m}" for f in dataclasses.fields(base)
+                     if (m := mismatch(getattr(value, f.name), hints.get(f.name, Any)))), None)
+    return None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    shown = repr(value)
+    return f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
