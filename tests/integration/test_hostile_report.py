@@ -32,11 +32,11 @@ def report(*drivers: tuple[str, str | None, str]) -> jumpstarter_pb2.GetReportRe
 
 
 def chain(depth: int) -> jumpstarter_pb2.GetReportResponse:
-    ids = [str(uuid.uuid4()) for _ in range(depth + 1)]
+    ids = [str(uuid.uuid4()) for _i in range(depth + 1)]
     return report((ids[0], None, ""), *[(ids[i], ids[i - 1], f"d{i}") for i in range(1, depth + 1)])
 
 
-ROOT, A, B = (str(uuid.uuid4()) for _ in range(3))
+ROOT, A, B = (str(uuid.uuid4()) for _i in range(3))
 CASES = {
     "3000 deep": (chain(3000), "nests drivers more than 64 deep"),
     "a child reusing the root's uuid": (report((ROOT, None, ""), (ROOT, ROOT, "again")),

@@ -73,7 +73,7 @@ def test_arguments_that_do_not_fit_are_named(name, args, message):
 
 def test_values_nested_too_deep_are_refused_when_decoded():
     value = "bottom"
-    for _ in range(call_values.MAX_DEPTH + 2):
+    for _level in range(call_values.MAX_DEPTH + 2):
         value = [value]
     with pytest.raises(DriverInvalidArgument, match="nested more than 32 deep"):
         call_values.decode(call_values.encode(value))

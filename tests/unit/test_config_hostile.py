@@ -108,7 +108,7 @@ def _mutate(text: str, seed: int) -> str:
     data = list(text)
     pieces = [":", " ", "\n", "-", "[", "]", "{", "}", "&a", "*a", "'", '"', "!!python/object", "~", "1", "true",
               "\t", "#", "?", "  ", "x" * 50, "\x00", "\u00e9"]
-    for _ in range(rng.randint(1, 6)):
+    for _edit in range(rng.randint(1, 6)):
         at = rng.randrange(len(data))
         match rng.randrange(4):
             case 0:
