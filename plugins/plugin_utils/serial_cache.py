@@ -12,7 +12,7 @@ import os
 import secrets
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_console import ConsoleTimeout, SerialConsole
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import CACHED, split_marker
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import CACHED, PATCH_END, split_marker
 
 CACHED_LINE = (16 * 1024, 1024 * 1024)  # lengths of an input's lines kept in the board's cache
 CACHE_ENTRIES = 32  # lines the board's cache keeps, the newest
@@ -126,5 +126,5 @@ def patch(base: str, entry: str, patches: list[tuple[int, bytes]]) -> str:
     The file put together is checked against the input's sha256 as a whole, as any cached line is."""
     lines = "".join(f"{offset} {base64.b64encode(block).decode()}\n" for offset, block in patches)
     return (f"cp {base} {entry}.part && while read -r o d; do printf '%s' \"$d\" | base64 -d | "
-            f"dd of={entry}.part bs=1 seek=$o conv=notrunc 2>/dev/null; done <<'JLP'\n{lines}JLP\n"
+            f"dd of={entry}.part bs=1 seek=$o conv=notrunc 2>/dev/null; done <<'{PATCH_END}'\n{lines}{PATCH_END}\n"
             f"mv -f {entry}.part {entry} 2>/dev/null\n")

@@ -26,6 +26,7 @@ END = "JLE"  # JLE:tag, twice: an emit's last line
 
 # --- the board's cache of long input lines (serial_cache) ----------------------------------------------
 CACHED = "JLC"  # JLC:token:bits, twice: which of the lines asked about the board's cache holds intact (1 each)
+PATCH_END = "JLD"  # alone on a line of shell input: ends the here-document of a patch's differing blocks
 
 # --- files (serial_transfer) -------------------------------------------------------------------------
 PUT_ACK = "JLP"  # JLP:token:chunk:size: a put's temp file has `size` bytes after `chunk` (-1: not writable)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import re
 import secrets
+import shlex
 import time
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_commands import Commands
@@ -82,7 +83,7 @@ class Transfer:
         except _Short as e:
             self.commands.run(f"rm -f {part}", timeout=timeout)
             raise ConsoleError(f"writing {path} on the board failed: {e}") from None
-        result = self.commands.run(f'test "$(sha256sum < {part} | cut -c1-64)" = {digest} && mv -f {part} {_quote(path)}',
+        result = self.commands.run(f'test "$(sha256sum < {part} | cut -c1-64)" = {digest} && mv -f {part} {shlex.quote(path)}',
                                    timeout=timeout)
         if result.rc != 0:
             self.commands.run(f"rm -f {part}", timeout=timeout)
@@ -93,7 +94,7 @@ class Transfer:
         """Read `path` on the board: its size and sha256, then its chunks printed by one shell loop,
         each as one line of base64 with its own sha256. A chunk damaged on the way (a kernel message
         cut into its line) is read again, alone, in smaller pieces; the whole is checked at the end."""
-        quoted = _quote(path)
+        quoted = shlex.quote(path)
         result = self.commands.run(f"cat {quoted} > /dev/null && wc -c < {quoted} && sha256sum < {quoted} | cut -c1-64",
                                    timeout=timeout)
         if result.rc != 0:
@@ -156,7 +157,3 @@ class Transfer:
             if hashlib.sha256(piece).hexdigest().encode() == match.group(2):
                 pieces[int(match.group(1)) * block] = piece
                 deadline = time.monotonic() + timeout  # the timeout is for a board that stops sending
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
