@@ -282,7 +282,7 @@ def paced_figures(ansible: Ansible, board: Board, size: int, tasks: int, workdir
 
 def forget_module_code(ansible: Ansible) -> None:
     """As before a first run ever: neither this controller nor the board keeps any module's code."""
-    sent_lines = Path(ansible.env["ANSIBLE_HOME"]) / Path(load_plugin_util("serial_shell").SENT_LINES).name
+    sent_lines = Path(ansible.env["ANSIBLE_HOME"]) / Path(load_plugin_util("serial_cache").SENT_LINES).name
     shutil.rmtree(sent_lines, ignore_errors=True)
     shutil.rmtree(f"/tmp/.jl-cache-{os.getuid()}", ignore_errors=True)  # the sim board shares this filesystem
 

@@ -60,14 +60,19 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def load_plugin_util(name: str):
-    """plugins/plugin_utils/<name>.py as a module of its own, without Ansible's collection loader."""
-    import importlib.util
+    """plugins/plugin_utils/<name>.py without Ansible's collection loader: the packages of the collection's
+    name (ansible_collections.jumpstarter.lab) are made to be this tree, so that the modules import each
+    other as they do under Ansible, and each loads once (a test's monkeypatch reaches every user)."""
+    import importlib
+    import types
 
-    spec = importlib.util.spec_from_file_location(f"jl_{name}", ROOT / "plugins" / "plugin_utils" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    for package, path in (("ansible_collections", None), ("ansible_collections.jumpstarter", None),
+                          ("ansible_collections.jumpstarter.lab", ROOT)):
+        if package not in sys.modules:
+            module = types.ModuleType(package)
+            module.__path__ = [str(path)] if path else []
+            sys.modules[package] = module
+    return importlib.import_module(f"ansible_collections.jumpstarter.lab.plugins.plugin_utils.{name}")
 
 
 def free_port() -> int:

@@ -19,6 +19,10 @@ import pytest
 from helpers import load_plugin_util
 
 serial_shell = load_plugin_util("serial_shell")
+serial_cache = load_plugin_util("serial_cache")
+serial_commands = load_plugin_util("serial_commands")
+serial_input = load_plugin_util("serial_input")
+serial_transfer = load_plugin_util("serial_transfer")
 
 
 def _controlling_tty():
@@ -74,7 +78,7 @@ class PtyConsole:
 
 @pytest.fixture
 def board(tmp_path, monkeypatch):
-    monkeypatch.setattr(serial_shell, "SENT_LINES", str(tmp_path / "sent-lines"))  # the controller's copies
+    monkeypatch.setattr(serial_cache, "SENT_LINES", str(tmp_path / "sent-lines"))  # the controller's copies
     home = tmp_path / "board"
     home.mkdir()
     console = PtyConsole(home)
@@ -110,10 +114,10 @@ def test_compressible_data_goes_gzipped_and_lines_stay_under_the_tty_limit(board
     board.put(data, str(target))
     assert target.read_bytes() == data
     assert board.console.sent - before < len(data) / 20  # it crossed the line compressed
-    encoded, decode = serial_shell._encode(os.urandom(100_000))
+    encoded, decode = serial_input.encode(os.urandom(100_000))
     assert decode == "base64 -d"
     assert max(len(line) for line in encoded.split("\n")) < 4095
-    assert "gunzip" in board._transfer(data, "/x").split("\n")[0]
+    assert "gunzip" in serial_input.write_text(board, board.tmpdir, data, "/x").split("\n")[0]
 
 
 def test_put_into_a_missing_directory_fails_cleanly_and_the_shell_goes_on(board, tmp_path):
@@ -175,7 +179,7 @@ def test_long_input_lines_are_sent_once_then_taken_from_the_boards_cache(board, 
     (entry,) = cache.iterdir()
     entry.write_bytes(b"tampered")
     assert run_module(b"path=/c") > len(code)  # a damaged entry is not used: the line is sent again
-    monkeypatch.setattr(serial_shell, "CACHE_ENTRIES", 2)
+    monkeypatch.setattr(serial_cache, "CACHE_ENTRIES", 2)
     for _other in range(3):
         code = base64.b64encode(os.urandom(20_000))
         run_module(b"")
@@ -229,8 +233,8 @@ class PacedConsole:
 def test_a_put_on_a_slow_line_waits_for_its_chunks_before_the_check(tmp_path, monkeypatch):
     """The chunks still crossing the line must land before the final check's own deadline starts.
     (Seen at 115200 baud with 1 MiB: the check timed out behind 3 chunks in flight.)"""
-    monkeypatch.setattr(serial_shell, "CHUNK", 8 * 1024)
-    monkeypatch.setattr(serial_shell, "ACK_BASE", 1.0)  # the check's deadline, shorter than the chunks' crossing
+    monkeypatch.setattr(serial_transfer, "CHUNK", 8 * 1024)
+    monkeypatch.setattr(serial_commands, "ACK_BASE", 1.0)  # the check's deadline, shorter than the chunks' crossing
     home = tmp_path / "board"
     home.mkdir()
     console = PtyConsole(home)

@@ -1,0 +1,75 @@
+# Copyright (c) jumpstarter.lab contributors
+# Apache-2.0
+"""Data for the board as shell text typed to its console: base64 lines the tty takes whole (gzip-
+compressed when that pays), decoded by a `head` that reads exactly them, so the shell never parses
+the data; long lines of an input taken from the board's cache (serial_cache)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils import serial_cache
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_console import SerialConsole
+
+LINE = 4000  # base64 characters per line typed to the board: under the tty's canonical limit of 4095
+
+
+def encode(data: bytes) -> tuple[str, str]:
+    """`data` as base64 in lines the tty takes whole (gzip-compressed when that pays), and the shell
+    command that decodes it."""
+    packed = gzip.compress(data, 6, mtime=0)
+    compressed = len(packed) < len(data) * 0.9
+    text = base64.b64encode(packed if compressed else data).decode()
+    lines = "".join(text[i:i + LINE] + "\n" for i in range(0, len(text), LINE))
+    return lines, "base64 -d | gunzip -c" if compressed else "base64 -d"
+
+
+def write_text(console: SerialConsole, tmpdir: str, data: bytes, target: str) -> str:
+    """Shell text that writes `data` to `target`: `head` reads exactly the base64 that follows
+    the line, so the shell never parses it (gzip-compressed on the wire when that pays). Should
+    the decoder stop early (a full disk), `cat` reads the rest: it never reaches the shell.
+
+    Long lines of a large input (the zipped code of an Ansible module, the same in every task
+    that runs the module) are kept in a cache on the board and not sent again: the board is
+    asked which it has (on `console`, at once), and the file put together is checked against
+    the input's sha256.
+    """
+    segments = serial_cache.segments(data)
+    if len(segments) == 1 and not segments[0][1]:
+        encoded, decode = encode(data)
+        return f"head -c {len(encoded)} | {{ {decode} > {target}; cat > /dev/null; }}\n{encoded}"
+    cache = serial_cache.cache_dir(tmpdir)
+    wanted = [hashlib.sha256(segment).hexdigest() for segment, cacheable in segments if cacheable]
+    # A line the board lacks may differ from one it has in a few bytes only (Ansible zips a
+    # module anew on every run: the same code, new timestamps): then only those bytes cross.
+    bases = {digest: base for digest, (segment, cacheable) in zip(wanted, [s for s in segments if s[1]])
+             if (base := serial_cache.similar(segment, digest))}
+    have = serial_cache.ask(console, cache, wanted + [base[0] for base in bases.values()])
+    text, stored = f": > {target}\n", False
+    for segment, cacheable in segments:
+        digest = hashlib.sha256(segment).hexdigest() if cacheable else ""
+        if cacheable:
+            serial_cache.remember(segment, digest)
+        if digest in have:
+            text += f"cat {cache}/{digest} >> {target}\n"
+            continue
+        if digest in bases and bases[digest][0] in have:
+            base, patches = bases[digest]
+            text += serial_cache.patch(f"{cache}/{base}", f"{cache}/{digest}", patches) + f"cat {cache}/{digest} >> {target}\n"
+            stored = True
+            continue
+        encoded, decode = encode(segment)
+        if cacheable:
+            entry, stored = f"{cache}/{digest}", True
+            text += (f"head -c {len(encoded)} | {{ {decode} | tee {entry}.part >> {target}; cat > /dev/null; }}; "
+                     f"mv -f {entry}.part {entry} 2>/dev/null\n{encoded}")
+        else:
+            text += f"head -c {len(encoded)} | {{ {decode} >> {target}; cat > /dev/null; }}\n{encoded}"
+    # A damaged or tampered entry: start the cache afresh, and no input file rather than a wrong one.
+    text += (f'[ "$(sha256sum < {target} | cut -c1-64)" = {hashlib.sha256(data).hexdigest()} ] || '
+             f"rm -f {cache}/* {target}\n")
+    if stored:
+        text += serial_cache.trim(cache)
+    return text

@@ -1,0 +1,90 @@
+# Copyright (c) jumpstarter.lab contributors
+# Apache-2.0
+"""Taking a board's console for the serial shell and giving it back: a login when the console asks
+for one, then a machine-friendly shell (no echo, no line editing, empty prompts); at the end the
+prompt and echo as they were, for people."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_console import (
+    ConsoleError,
+    ConsoleTimeout,
+    SerialConsole,
+)
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import READY, split_word
+
+QUIET = 2.0  # seconds of silence after which an attaching console is taken for a shell without prompt
+
+
+def attach(console: SerialConsole, user: str | None, password: str | None, timeout: float) -> None:
+    """Reach a machine-friendly shell, logging in when the console asks for it.
+
+    Interrupt whatever runs and press Enter, then look before typing the set-up line: at a
+    login prompt it would be taken as a user name, which getty refuses only after a long
+    pause. A console that stays quiet is taken for a shell an earlier connection left
+    without prompt or echo, and gets the set-up line.
+    """
+    deadline = time.monotonic() + timeout
+    ready_word = READY + secrets.token_hex(6)
+    ready = re.escape(ready_word.encode()) + rb"\n"
+    console.send("\x03\n")
+    setup_sent = False  # the set-up line went to the shell now on the console
+    refusals = 0
+    while True:
+        choices = {"login": console.prompts.login, "password": console.prompts.password, "ready": ready,
+                   "bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure"}
+        wait = deadline - time.monotonic()
+        if not setup_sent:
+            choices["shell"] = console.prompts.shell
+            wait = min(wait, QUIET)
+        try:
+            name, _match = console.expect(choices, max(0.1, wait), "a login prompt or a shell")
+        except ConsoleTimeout:
+            if setup_sent or time.monotonic() >= deadline:
+                raise
+            name = "shell"
+        if name == "ready":
+            console.ready = True
+            console.log("console shell ready")
+            return
+        if name == "shell":
+            console.send(setup_line(ready_word))
+            setup_sent = True
+        elif name == "bad":
+            refusals += 1
+            if refusals > 2:
+                raise ConsoleError(f"login as {user} was refused on the console")
+        elif name == "login":
+            if not user:
+                raise ConsoleError("the console asks for a login but no user was given (ansible_user)")
+            console.log(f"logging in as {user}")
+            console.send(user + "\n")
+            setup_sent = False
+        elif name == "password":
+            if password is None:
+                raise ConsoleError("the console asks for a password but none was given (ansible_password)")
+            console.send(password + "\n")
+
+
+def setup_line(ready_word: str) -> str:
+    """The line making the shell machine-friendly, then printing `ready_word`."""
+    # `command`: a shell without one of these options (dash has no history) must not drop the line
+    return ("command set +o emacs 2>/dev/null; command set +o vi 2>/dev/null; "
+            "command set +o history 2>/dev/null; stty -echo -onlcr 2>/dev/null; "
+            "__jl_ps1=${__jl_ps1-$PS1}; PS1=''; PS2=''; unset PROMPT_COMMAND; export TERM=dumb; "
+            f"printf '%s\\n' {split_word(ready_word)}\n")
+
+
+def detach(console: SerialConsole, timeout: float = 5.0) -> None:
+    """Give the console back to people: prompt and echo as before. Waits until the shell has done
+    it, so the line is not lost with a stream closed right after it."""
+    if console.ready:
+        done = READY + secrets.token_hex(6)
+        console.send("stty echo onlcr 2>/dev/null; command set -o emacs 2>/dev/null; PS1=${__jl_ps1-'$ '}; "
+                     f"unset __jl_ps1; printf '%s\\n' {split_word(done)}\r")
+        console.ready = False
+        console.expect({"done": re.escape(done.encode())}, timeout, "the shell to take its prompt back")
