@@ -11,11 +11,13 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from ..wire.errors import JumpstarterLabError, NotAuthenticated, status_for_exception
 from ..wire.protocol import client_pb2, jumpstarter_pb2, kubernetes_pb2
-from . import selectors
+from . import lease_policy, selectors
 from .auth import Authority, Identity
+from .dials import Dials
+from .lease_record import LeaseRecord, LeaseState
+from .leases import Leases
+from .store import now
 from .subscriptions import Subscriptions
-from .leases import LeaseView, Leases, allowed_exporter
-from .store import loads, now
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def lease_message(view: LeaseView) -> client_pb2.Lease:
+def lease_message(view: LeaseRecord) -> client_pb2.Lease:
     lease = client_pb2.Lease(name=f"namespaces/{view.namespace}/leases/{view.name}", selector=view.selector,
                              client=f"namespaces/{view.namespace}/clients/{view.client}")
     lease.duration.FromSeconds(int(view.duration))
@@ -89,27 +91,29 @@ def lease_message(view: LeaseView) -> client_pb2.Lease:
 class ControllerServicer:
     """jumpstarter.v1.ControllerService."""
 
-    def __init__(self, authority: Authority, leases: Leases, subscriptions: Subscriptions, router_endpoint: str):
-        self.authority, self.leases, self.subscriptions, self.router_endpoint = authority, leases, subscriptions, router_endpoint
+    def __init__(self, authority: Authority, leases: Leases, dials: Dials, subscriptions: Subscriptions,
+                 router_endpoint: str):
+        self.authority, self.leases, self.dials = authority, leases, dials
+        self.subscriptions, self.router_endpoint = subscriptions, router_endpoint
 
     async def Register(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
         uuid_ = request.reports[0].uuid if request.reports else ""
         reports = jumpstarter_pb2.GetReportResponse(uuid=uuid_, labels=dict(request.labels),
                                                     reports=request.reports).SerializeToString()
-        await asyncio.to_thread(self.leases.register, identity, uuid_, dict(request.labels), reports)
+        await asyncio.to_thread(self.leases.exporters.register, identity, uuid_, dict(request.labels), reports)
         logger.info("exporter %s/%s registered", identity.namespace, identity.name)
         return jumpstarter_pb2.RegisterResponse(uuid=uuid_)
 
     async def Unregister(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
-        await asyncio.to_thread(self.leases.heartbeat, identity, False)
+        await asyncio.to_thread(self.leases.exporters.heartbeat, identity, False)
         await self.leases.schedule((identity.namespace, identity.name))  # its lease ends now, not after the grace
         return jumpstarter_pb2.UnregisterResponse()
 
     async def ReportStatus(self, request, context):
         identity = await authenticate(context, self.authority, "exporter")
-        await asyncio.to_thread(self.leases.report_status, identity, request.status, request.message)
+        await asyncio.to_thread(self.leases.exporters.report_status, identity, request.status, request.message)
         if request.HasField("release_lease") and request.release_lease:
             await self.leases.release_by_exporter(identity, "released by the exporter")
         return jumpstarter_pb2.ReportStatusResponse()
@@ -119,7 +123,7 @@ class ControllerServicer:
         identity = await authenticate(context, self.authority, "exporter")
         key = (identity.namespace, identity.name)
         with self.subscriptions.exporter_connected(key):
-            await asyncio.to_thread(self.leases.heartbeat, identity)
+            await asyncio.to_thread(self.leases.exporters.heartbeat, identity)
             await self.leases.schedule(key)  # an exporter coming online may be what a queued lease waits for
             last = ()
             while not context.done():
@@ -152,11 +156,11 @@ class ControllerServicer:
         try:
             # Read from the database: another replica may have granted it a moment ago.
             lease = await self.leases.get(identity, short_name(request.lease_name), fresh=True)
-            if lease.state != "granted":
+            if lease.state != LeaseState.GRANTED:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"lease {lease.name} is {lease.state}, not ready: {lease.reason or 'waiting'}")
             token = self.authority.router_token(lease.name, lease.epoch, identity.name, identity.capabilities)
-            await asyncio.to_thread(self.leases.add_dial, lease.name, self.router_endpoint, token)
+            await asyncio.to_thread(self.dials.add, lease.name, self.router_endpoint, token)
             self.subscriptions.poke()
             return jumpstarter_pb2.DialResponse(router_endpoint=self.router_endpoint, router_token=token)
         except JumpstarterLabError as e:
@@ -211,21 +215,19 @@ class ClientServicer:
         self.authority, self.leases, self.subscriptions = authority, leases, subscriptions
 
     async def _exporters(self, identity: Identity, name_filter: str | None = None):
-        rows = await asyncio.to_thread(self.leases.exporters, identity.namespace)
+        listed = await asyncio.to_thread(self.leases.exporters.listing, identity.namespace)
+        granted = {name for namespace, name in self.leases.grants() if namespace == identity.namespace}
+        t = now()
         result = []
-        for row, leased in rows:
-            labels = loads(row.labels)
-            if not allowed_exporter(identity, labels):
+        for name, seen in listed:
+            if not lease_policy.allows(identity.allowed_exporters, seen.labels):
                 continue
-            if name_filter is not None and not selectors.matches(name_filter, labels):
+            if name_filter is not None and not selectors.matches(name_filter, seen.labels):
                 continue
-            online = row.online_until >= now()
-            status = row.status or (2 if online else 1)  # AVAILABLE / OFFLINE when the exporter reported nothing
-            if leased and online:
-                status = 4  # LEASE_READY
-            result.append(client_pb2.Exporter(name=f"namespaces/{row.namespace}/exporters/{row.name}", labels=labels,
-                                              online=online, status=status if online else 1,
-                                              status_message="leased" if leased else row.status_message))
+            leased = name in granted
+            result.append(client_pb2.Exporter(name=f"namespaces/{identity.namespace}/exporters/{name}", labels=seen.labels,
+                                              online=seen.online(t), status=seen.status_at(t, leased),
+                                              status_message="leased" if leased else seen.status_message))
         return result
 
     async def ListExporters(self, request, context):
