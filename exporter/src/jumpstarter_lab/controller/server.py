@@ -12,10 +12,11 @@ from ..wire import defaults
 from ..wire.errors import ConfigError
 from ..wire.protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
 from .auth import Authority
+from .client_service import ClientServicer
+from .controller_service import ControllerServicer
 from .dials import Dials
 from .leases import Leases
 from .router import Router
-from .service import ClientServicer, ControllerServicer
 from .store import Store
 from .subscriptions import Subscriptions
 
@@ -45,7 +46,7 @@ class Controller:
         subscriptions = Subscriptions(self.leases, self.dials)
         jumpstarter_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerServicer(self.authority, self.leases, self.dials, subscriptions, endpoint), server)
-        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases, subscriptions), server)
+        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases), server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(Router(self.authority.verify_router), server)
         await server.start()
         writer = asyncio.ensure_future(self.leases.run())
