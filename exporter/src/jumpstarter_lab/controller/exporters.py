@@ -33,7 +33,8 @@ class Exporters:
         merged = dict(labels) | identity.labels  # the admin's labels win over what the exporter claims
         with self.store.transaction() as conn:
             key = _key(identity.namespace, identity.name)
-            values = {"uuid": uuid_, "labels": json.dumps(merged), "reports": reports, "online_until": now() + self.grace}
+            values = {"uuid": uuid_, "labels": json.dumps(merged), "reports": reports,
+                      "online_until": now() + self.grace}
             if conn.execute(exporters.update().where(key).values(**values)).rowcount == 0:
                 conn.execute(exporters.insert().values(namespace=identity.namespace, name=identity.name, **values))
 
@@ -50,8 +51,8 @@ class Exporters:
         with self.store.transaction() as conn:
             for namespace in {key[0] for key in keys}:
                 names = [name for ns, name in keys if ns == namespace]
-                conn.execute(exporters.update().where((exporters.c.namespace == namespace) & exporters.c.name.in_(names))
-                             .values(online_until=now() + self.grace))
+                in_namespace = (exporters.c.namespace == namespace) & exporters.c.name.in_(names)
+                conn.execute(exporters.update().where(in_namespace).values(online_until=now() + self.grace))
 
     def report_status(self, identity: Identity, status: int, message: str) -> None:
         with self.store.transaction() as conn:

@@ -122,7 +122,8 @@ def position(lease: LeaseRecord, leases: Iterable[LeaseRecord], exporters: Mappi
     return ahead + 1
 
 
-def shown(lease: LeaseRecord, leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, ExporterSeen]) -> LeaseRecord:
+def shown(lease: LeaseRecord, leases: Iterable[LeaseRecord],
+          exporters: Mapping[ExporterKey, ExporterSeen]) -> LeaseRecord:
     """The lease as its owner sees it: with its queue position when queued."""
     if lease.state != LeaseState.QUEUED:
         return lease
