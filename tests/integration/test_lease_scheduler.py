@@ -40,7 +40,7 @@ async def replicas(url: str, count: int, exporters: dict[str, dict]):
     stores = [Store(url) for _replica in range(count)]
     schedulers = [Leases(store) for store in stores]
     for name, labels in exporters.items():
-        schedulers[0].register(Identity("exporter", "default", name), f"uuid-{name}", labels, b"")
+        schedulers[0].exporters.register(Identity("exporter", "default", name), f"uuid-{name}", labels, b"")
     writers = [asyncio.ensure_future(s.run()) for s in schedulers]
     try:
         for s in schedulers:

@@ -38,6 +38,11 @@ class Identity:
     labels: dict = field(default_factory=dict, hash=False, compare=False)
     capabilities: dict = field(default_factory=dict, hash=False, compare=False)
 
+    @property
+    def allowed_exporters(self) -> tuple[str, ...]:
+        """The exporter selectors a client's capabilities allow it to lease (empty: any)."""
+        return tuple(self.capabilities.get("exporters") or ())
+
 
 VERIFIED_TTL = 5.0  # seconds a verified token is trusted without asking the database again
 # A token in use is verified again in the background once 50-90% of VERIFIED_TTL has passed (jittered),

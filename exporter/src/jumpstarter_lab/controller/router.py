@@ -12,6 +12,7 @@ import logging
 
 import grpc
 
+from ..wire import metadata
 from ..wire.protocol import router_pb2
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class Router:
         self._meetings: dict[str, _Meeting] = {}
 
     async def Stream(self, request_iterator, context):
-        token = dict(context.invocation_metadata() or ()).get("authorization", "").removeprefix("Bearer ").strip()
+        token = metadata.bearer(context.invocation_metadata())
         try:
             claims = await asyncio.to_thread(self._verify, token)
         except Exception as e:

@@ -8,23 +8,27 @@ import logging
 
 import grpc
 
+from ..wire import defaults
 from ..wire.errors import ConfigError
 from ..wire.protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
 from .auth import Authority
-from .subscriptions import Subscriptions
+from .client_service import ClientServicer
+from .controller_service import ControllerServicer
+from .dials import Dials
 from .leases import Leases
 from .router import Router
-from .service import ClientServicer, ControllerServicer
 from .store import Store
+from .subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
 
 class Controller:
-    def __init__(self, db_url: str, exporter_grace: float = 15.0):
+    def __init__(self, db_url: str, exporter_grace: float = defaults.EXPORTER_GRACE):
         self.store = Store(db_url)
         self.authority = Authority(self.store)
         self.leases = Leases(self.store, exporter_grace)
+        self.dials = Dials(self.store)
 
     async def serve(self, host: str, port: int, stopped: asyncio.Event, *, tls_cert: bytes | None = None,
                     tls_key: bytes | None = None, insecure: bool = False, advertise: str | None = None,
@@ -39,10 +43,10 @@ class Controller:
         if bound == 0:
             raise ConfigError(f"cannot listen on {address}")
         endpoint = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
-        subscriptions = Subscriptions(self.leases)
+        subscriptions = Subscriptions(self.leases, self.dials)
         jumpstarter_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerServicer(self.authority, self.leases, subscriptions, endpoint), server)
-        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases, subscriptions), server)
+            ControllerServicer(self.authority, self.leases, self.dials, subscriptions, endpoint), server)
+        client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases), server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(Router(self.authority.verify_router), server)
         await server.start()
         writer = asyncio.ensure_future(self.leases.run())

@@ -11,16 +11,18 @@ import asyncio
 import contextlib
 import logging
 
-from .leases import Leases, LeaseView, grant_id
+from .dials import Dials
+from .lease_record import LeaseRecord, grant_id
+from .leases import Leases
 
 logger = logging.getLogger(__name__)
 
 
 class Subscriptions:
-    def __init__(self, leases: Leases, tick: float = 0.2, heartbeat: float = 2.0):
-        self.leases = leases
+    def __init__(self, leases: Leases, dials: Dials, tick: float = 0.2, heartbeat: float = 2.0):
+        self.leases, self.dials = leases, dials
         self.tick, self.heartbeat = tick, heartbeat
-        self.grants: dict[tuple[str, str], LeaseView] = leases.grants()
+        self.grants: dict[tuple[str, str], LeaseRecord] = leases.grants()
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}  # exporter -> wakes its Status stream
         self._poked = asyncio.Event()
         self.connected: dict[tuple[str, str], int] = {}  # exporters with open Status streams here
@@ -40,7 +42,7 @@ class Subscriptions:
         """Something changed here: refresh now rather than at the next tick."""
         self._poked.set()
 
-    async def changed(self, key: tuple[str, str], seen: LeaseView | None, timeout: float) -> None:
+    async def changed(self, key: tuple[str, str], seen: LeaseRecord | None, timeout: float) -> None:
         """Return when the grant of exporter `key` is no longer `seen`, or after `timeout`."""
         if grant_id(self.grants.get(key)) != grant_id(seen):
             return
@@ -76,9 +78,9 @@ class Subscriptions:
             try:
                 if loop.time() - beat >= self.heartbeat:
                     beat = loop.time()
-                    await asyncio.to_thread(self.leases.heartbeat_many, set(self.connected))
+                    await asyncio.to_thread(self.leases.exporters.heartbeat_many, set(self.connected))
                     await self.leases.schedule()  # expire what lapsed, see exporters other replicas serve
-                for lease, endpoint, token in await asyncio.to_thread(self.leases.take_dials, list(self.listeners)):
+                for lease, endpoint, token in await asyncio.to_thread(self.dials.take, list(self.listeners)):
                     queue = self.listeners.get(lease)
                     if queue is not None:
                         queue.put_nowait((endpoint, token))

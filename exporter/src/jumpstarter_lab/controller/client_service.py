@@ -1,0 +1,89 @@
+"""jumpstarter.client.v1.ClientService: clients list exporters, and create, renew, read and end leases."""
+
+from __future__ import annotations
+
+import asyncio
+
+from google.protobuf import empty_pb2
+
+from ..wire import defaults, metadata, names
+from ..wire.errors import DriverInvalidArgument, MethodNotFound
+from ..wire.protocol import client_pb2
+from . import lease_policy, selectors
+from .auth import Authority, Identity
+from .leases import SILENT_CLIENT_TTL, Leases
+from .rpc import lease_message, rpc, timestamp
+from .store import now
+
+
+class ClientServicer:
+    def __init__(self, authority: Authority, leases: Leases):
+        self.authority, self.leases = authority, leases
+
+    async def _exporters(self, identity: Identity, name_filter: str | None = None) -> list[client_pb2.Exporter]:
+        """The exporters of the caller's namespace its capabilities let it lease (and `name_filter` selects)."""
+        listed = await asyncio.to_thread(self.leases.exporters.listing, identity.namespace)
+        granted = {name for namespace, name in self.leases.grants() if namespace == identity.namespace}
+        t = now()
+        result = []
+        for name, seen in listed:
+            if not lease_policy.allows(identity.allowed_exporters, seen.labels):
+                continue
+            if name_filter is not None and not selectors.matches(name_filter, seen.labels):
+                continue
+            leased = name in granted
+            result.append(client_pb2.Exporter(name=names.exporter(identity.namespace, name), labels=seen.labels,
+                                              online=seen.online(t), status=seen.status_at(t, leased),
+                                              status_message="leased" if leased else seen.status_message))
+        return result
+
+    @rpc("client")
+    async def ListExporters(self, identity, request, context):
+        return client_pb2.ListExportersResponse(exporters=await self._exporters(identity, request.filter or None))
+
+    @rpc("client")
+    async def GetExporter(self, identity, request, context):
+        for exporter in await self._exporters(identity):
+            if names.short(exporter.name) == names.short(request.name):
+                return exporter
+        raise MethodNotFound(f"no exporter {request.name}")
+
+    @rpc("client")
+    async def CreateLease(self, identity, request, context):
+        lease = request.lease
+        duration = (lease.duration.ToTimedelta().total_seconds() if lease.HasField("duration")
+                    else defaults.LEASE_DURATION)
+        try:
+            ttl = float(dict(context.invocation_metadata() or ()).get(metadata.LEASE_TTL, SILENT_CLIENT_TTL))
+        except ValueError:
+            raise DriverInvalidArgument(f"{metadata.LEASE_TTL} must be seconds") from None
+        exporter = names.short(lease.exporter_name) if lease.HasField("exporter_name") else None
+        record = await self.leases.create(identity, lease.selector, duration, ttl, 0, request.lease_id or None,
+                                          exporter or None)
+        return lease_message(record)
+
+    @rpc("client")
+    async def GetLease(self, identity, request, context):
+        return lease_message(await self.leases.get(identity, names.short(request.name)))
+
+    @rpc("client")
+    async def ListLeases(self, identity, request, context):
+        active = request.only_active if request.HasField("only_active") else True
+        return client_pb2.ListLeasesResponse(leases=[lease_message(lease)
+                                                     for lease in await self.leases.list(identity, active)])
+
+    @rpc("client")
+    async def UpdateLease(self, identity, request, context):
+        """Renews the lease (keepalive); the lease's selector and duration do not change."""
+        return lease_message(await self.leases.keepalive(identity, names.short(request.lease.name)))
+
+    @rpc("client")
+    async def DeleteLease(self, identity, request, context):
+        await self.leases.release(identity, names.short(request.name))
+        return empty_pb2.Empty()
+
+    @rpc("client")
+    async def RotateToken(self, identity, request, context):
+        """A new token for the calling client; the one it called with stops working."""
+        token, expiry = await asyncio.to_thread(self.authority.rotate, identity)
+        return client_pb2.RotateTokenResponse(token=token, expiry=timestamp(expiry))

@@ -1,0 +1,85 @@
+"""Exporters as the controller knows them: registration, heartbeats, status reports, and the
+view of them the scheduler and clients read (online-ness itself is ExporterSeen's to decide).
+
+An exporter counts as online for `grace` seconds after it was last heard of: when it
+registered, or a heartbeat of its open Status stream came in.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from ..wire import defaults
+from .auth import Identity
+from .lease_policy import ExporterKey, ExporterSeen
+from .store import Store, exporters, loads, now
+
+
+def _key(namespace: str, name: str):
+    return (exporters.c.namespace == namespace) & (exporters.c.name == name)
+
+
+class Exporters:
+    def __init__(self, store: Store, grace: float = defaults.EXPORTER_GRACE):
+        self.store = store
+        self.grace = grace  # how long an exporter may be unheard of before it counts as offline
+        self._labels: dict[str, dict] = {}  # labels as stored -> parsed; shared, never changed in place
+
+    # --- what exporters tell ------------------------------------------------------------
+
+    def register(self, identity: Identity, uuid_: str, labels: dict, reports: bytes) -> None:
+        merged = dict(labels) | identity.labels  # the admin's labels win over what the exporter claims
+        with self.store.transaction() as conn:
+            key = _key(identity.namespace, identity.name)
+            values = {"uuid": uuid_, "labels": json.dumps(merged), "reports": reports,
+                      "online_until": now() + self.grace}
+            if conn.execute(exporters.update().where(key).values(**values)).rowcount == 0:
+                conn.execute(exporters.insert().values(namespace=identity.namespace, name=identity.name, **values))
+
+    def heartbeat(self, identity: Identity, online: bool = True) -> None:
+        """Heard of now (online for another grace), or gone (offline at once)."""
+        with self.store.transaction() as conn:
+            conn.execute(exporters.update().where(_key(identity.namespace, identity.name))
+                         .values(online_until=now() + self.grace if online else 0.0))
+
+    def heartbeat_many(self, keys: set[ExporterKey]) -> None:
+        """Keep every exporter with an open Status stream on this replica online, in one statement a namespace."""
+        if not keys:
+            return
+        with self.store.transaction() as conn:
+            for namespace in {key[0] for key in keys}:
+                names = [name for ns, name in keys if ns == namespace]
+                in_namespace = (exporters.c.namespace == namespace) & exporters.c.name.in_(names)
+                conn.execute(exporters.update().where(in_namespace).values(online_until=now() + self.grace))
+
+    def report_status(self, identity: Identity, status: int, message: str) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(exporters.update().where(_key(identity.namespace, identity.name))
+                         .values(status=status, status_message=message))
+
+    # --- what the controller reads ------------------------------------------------------
+
+    def seen(self, conn, keys: set[ExporterKey] | None = None) -> dict[ExporterKey, ExporterSeen]:
+        """The scheduler's view, in `conn`: all exporters (every few seconds), or those in `keys`, by name.
+        Labels are parsed only when their text is new. Called on the lease writer's thread only."""
+        query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until)
+        if keys is not None:
+            query = query.where(sa.tuple_(exporters.c.namespace, exporters.c.name).in_(sorted(keys)))
+        rows = conn.execute(query.order_by(exporters.c.name)).all()
+        known = self._labels
+        if keys is None:  # forget labels no exporter has any more
+            self._labels = {}
+        for r in rows:
+            if r.labels not in self._labels:
+                self._labels[r.labels] = known[r.labels] if r.labels in known else loads(r.labels)
+        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until) for r in rows}
+
+    def listing(self, namespace: str) -> list[tuple[str, ExporterSeen]]:
+        """Every exporter of a namespace by name, with what it last reported: what clients list."""
+        with self.store.transaction(read_only=True) as conn:
+            rows = conn.execute(sa.select(exporters.c.name, exporters.c.labels, exporters.c.online_until,
+                                          exporters.c.status, exporters.c.status_message)
+                                .where(exporters.c.namespace == namespace).order_by(exporters.c.name)).all()
+        return [(r.name, ExporterSeen(loads(r.labels), r.online_until, r.status, r.status_message)) for r in rows]

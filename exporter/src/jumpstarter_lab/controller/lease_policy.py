@@ -1,0 +1,130 @@
+"""The scheduling policy, over plain data: which leases expire and why, which queued lease
+gets which free exporter, where a lease stands in the queue, and whether an exporter is online.
+
+No database, no clock and no asyncio here: the lease writer hands in the leases, the
+exporters as it last read them and the time `t`, and applies what comes back.
+
+    Exporters  {(namespace, name): ExporterSeen}, in the order grants try them
+    Leases     any iterable of LeaseRecord; only the active ones count
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ..wire.protocol import common_pb2
+from . import selectors
+from .lease_record import LeaseRecord, LeaseState
+
+ExporterKey = tuple[str, str]  # (namespace, name)
+
+# Why a lease expired, as its owner reads it.
+TTL_LAPSED = "the client stopped renewing the lease"
+DURATION_ENDED = "the lease duration ran out"
+EXPORTER_OFFLINE = "the exporter went offline"
+
+
+@dataclass(frozen=True)
+class ExporterSeen:
+    """An exporter as the controller last read it."""
+
+    labels: dict
+    online_until: float  # the last time it was heard of, plus the grace it has
+    status: int = common_pb2.EXPORTER_STATUS_UNSPECIFIED  # what it last reported of itself
+    status_message: str = ""
+
+    def online(self, t: float) -> bool:
+        """The one rule of online-ness: heard of within its grace."""
+        return self.online_until >= t
+
+    def status_at(self, t: float, leased: bool) -> int:
+        """The ExporterStatus clients are told: offline, leased (LEASE_READY), or what it reported
+        (AVAILABLE when it reported nothing)."""
+        if not self.online(t):
+            return common_pb2.EXPORTER_STATUS_OFFLINE
+        if leased:
+            return common_pb2.EXPORTER_STATUS_LEASE_READY
+        return self.status or common_pb2.EXPORTER_STATUS_AVAILABLE
+
+
+def allows(allowed: tuple[str, ...], labels: dict) -> bool:
+    """Whether selectors a client's capabilities allow (none: any) admit an exporter with these labels."""
+    return not allowed or any(selectors.matches(s, labels) for s in allowed)
+
+
+def wants(lease: LeaseRecord, exporter: str, labels: dict) -> bool:
+    """Whether the exporter (its name and labels) is one the lease asks for."""
+    return lease.exporter_name in (None, exporter) and selectors.matches(lease.selector, labels)
+
+
+def queue_order(lease: LeaseRecord) -> tuple[int, float]:
+    """Higher priority first, then first come, first served."""
+    return -lease.priority, lease.requested_at
+
+
+def expiry(lease: LeaseRecord, exporters: Mapping[ExporterKey, ExporterSeen], t: float) -> str | None:
+    """Why an active lease has ended by `t`, or None while it holds."""
+    if lease.alive_until < t:
+        return TTL_LAPSED
+    if lease.state == LeaseState.GRANTED:
+        if lease.granted_at + lease.duration < t:
+            return DURATION_ENDED
+        seen = exporters.get((lease.namespace, lease.exporter))
+        if seen is None or not seen.online(t):
+            return EXPORTER_OFFLINE
+    return None
+
+
+def expiries(leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, ExporterSeen],
+             t: float) -> list[tuple[LeaseRecord, str]]:
+    """The active leases that have ended by `t`, each with why."""
+    ended = []
+    for lease in leases:
+        if lease.active and (reason := expiry(lease, exporters, t)):
+            ended.append((lease, reason))
+    return ended
+
+
+def grants(leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, ExporterSeen],
+           t: float) -> list[tuple[LeaseRecord, str]]:
+    """(queued lease, exporter name) for each lease that can be granted now: in queue order, each
+    gets the first free, online exporter of its namespace that it wants and its client may lease.
+    No exporter is given twice, nor one a granted lease holds."""
+    leases = list(leases)
+    queued = sorted((lease for lease in leases if lease.state == LeaseState.QUEUED), key=queue_order)
+    if not queued:
+        return []
+    busy = {(lease.namespace, lease.exporter) for lease in leases if lease.state == LeaseState.GRANTED}
+    free = [(key, seen.labels) for key, seen in exporters.items() if seen.online(t) and key not in busy]
+    granted = []
+    for lease in queued:
+        if not free:
+            break
+        for index, ((namespace, name), labels) in enumerate(free):
+            if namespace == lease.namespace and wants(lease, name, labels) and allows(lease.allowed, labels):
+                granted.append((lease, name))
+                del free[index]
+                break
+    return granted
+
+
+def position(lease: LeaseRecord, leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, ExporterSeen]) -> int:
+    """1 + the queued leases ahead of this one that want any exporter it could get."""
+    candidates = [(name, seen.labels) for (namespace, name), seen in exporters.items()
+                  if namespace == lease.namespace and wants(lease, name, seen.labels)]
+    rank = queue_order(lease)
+    ahead = sum(1 for other in leases
+                if other.state == LeaseState.QUEUED and other.name != lease.name and other.namespace == lease.namespace
+                and queue_order(other) < rank
+                and any(wants(other, name, labels) for name, labels in candidates))
+    return ahead + 1
+
+
+def shown(lease: LeaseRecord, leases: Iterable[LeaseRecord],
+          exporters: Mapping[ExporterKey, ExporterSeen]) -> LeaseRecord:
+    """The lease as its owner sees it: with its queue position when queued."""
+    if lease.state != LeaseState.QUEUED:
+        return lease
+    return dataclasses.replace(lease, position=position(lease, leases, exporters))

@@ -1,0 +1,182 @@
+"""The scheduling policy on plain data: no database, no clock, no event loop."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+
+import pytest
+
+from helpers import ROOT
+from jumpstarter_lab.controller import lease_policy as policy
+from jumpstarter_lab.controller.lease_policy import ExporterSeen
+from jumpstarter_lab.controller.lease_record import LeaseRecord, LeaseState
+from jumpstarter_lab.wire.protocol import common_pb2
+
+T = 1000.0  # "now" in every case
+
+
+def lease(name: str, selector: str = "", *, at: float = 0.0, priority: int = 0, namespace: str = "default",
+          exporter_name: str | None = None, allowed: tuple[str, ...] = (), ttl: float = 30.0,
+          duration: float = 600.0) -> LeaseRecord:
+    """A queued lease requested at `T - 100 + at`, alive well past T."""
+    requested = T - 100 + at
+    return LeaseRecord(name=name, namespace=namespace, client=f"client-{name}", selector=selector, exporter=None,
+                       state=LeaseState.QUEUED, requested_at=requested, granted_at=None, ended_at=None,
+                       duration=duration, ttl=ttl, alive_until=T + ttl, epoch=0, reason="", priority=priority,
+                       exporter_name=exporter_name, allowed=allowed)
+
+
+def online(**labels) -> ExporterSeen:
+    return ExporterSeen(labels, online_until=T + 15)
+
+
+def offline(**labels) -> ExporterSeen:
+    return ExporterSeen(labels, online_until=T - 1)
+
+
+def granted(record: LeaseRecord, exporter: str, at: float = T - 10) -> LeaseRecord:
+    return record.granted(exporter, at)
+
+
+def names(pairs) -> list[tuple[str, str]]:
+    return [(record.name, exporter) for record, exporter in pairs]
+
+
+# --- granting ---------------------------------------------------------------------------------
+
+def test_higher_priority_first_then_first_come_first_served():
+    queue = [lease("late", at=3), lease("early", at=1), lease("urgent", at=5, priority=10), lease("middle", at=2)]
+    boards = {("default", "b1"): online(), ("default", "b2"): online(), ("default", "b3"): online()}
+    assert names(policy.grants(queue, boards, T)) == [("urgent", "b1"), ("early", "b2"), ("middle", "b3")]
+
+
+def test_each_lease_takes_the_first_free_exporter_it_wants_in_the_order_given():
+    queue = [lease("a", "kind=x", at=1), lease("b", "kind=y", at=2)]
+    boards = {("default", "y1"): online(kind="y"), ("default", "x1"): online(kind="x"),
+              ("default", "x2"): online(kind="x")}
+    assert names(policy.grants(queue, boards, T)) == [("a", "x1"), ("b", "y1")]
+
+
+def test_no_exporter_is_granted_twice_nor_one_a_granted_lease_holds():
+    holder = granted(lease("holder", at=0), "b1")
+    queue = [holder, *(lease(f"q{i}", at=i + 1) for i in range(4))]
+    boards = {("default", "b1"): online(), ("default", "b2"): online()}
+    decided = policy.grants(queue, boards, T)
+    assert names(decided) == [("q0", "b2")]
+    # Applied, and asked again: nothing is left to give.
+    after = [holder, *(record.granted(exporter, T) for record, exporter in decided), *queue[2:]]
+    assert policy.grants(after, boards, T) == []
+
+
+def test_offline_exporters_and_other_namespaces_are_not_granted():
+    queue = [lease("a", at=1), lease("b", at=2, namespace="lab2")]
+    boards = {("default", "gone"): offline(), ("lab2", "there"): online()}
+    assert names(policy.grants(queue, boards, T)) == [("b", "there")]
+
+
+def test_a_lease_for_one_exporter_by_name_waits_for_that_one_only():
+    queue = [lease("named", at=1, exporter_name="rack2"), lease("anyone", at=2)]
+    boards = {("default", "rack1"): online(), ("default", "rack2"): online()}
+    assert names(policy.grants(queue, boards, T)) == [("named", "rack2"), ("anyone", "rack1")]
+    busy = [granted(lease("holder"), "rack2"), *queue]
+    assert names(policy.grants(busy, boards, T)) == [("anyone", "rack1")]  # not held up behind "named"
+
+
+def test_capabilities_limit_which_exporters_a_lease_may_get():
+    queue = [lease("limited", at=1, allowed=("site=b",)), lease("free", at=2)]
+    boards = {("default", "lab1"): online(site="a"), ("default", "lab2"): online(site="b")}
+    assert names(policy.grants(queue, boards, T)) == [("limited", "lab2"), ("free", "lab1")]
+    only_a = {("default", "lab1"): online(site="a")}
+    assert names(policy.grants(queue, only_a, T)) == [("free", "lab1")]
+    assert policy.allows((), {"any": "thing"}) and policy.allows(("site=a", "site=b"), {"site": "b"})
+
+
+def test_a_grant_moves_the_record_and_bumps_its_epoch():
+    record = lease("a").granted("b1", T)
+    assert (record.state, record.exporter, record.granted_at, record.epoch, record.end_time) == \
+        (LeaseState.GRANTED, "b1", T, 1, T + 600)
+
+
+# --- expiry -----------------------------------------------------------------------------------
+
+def test_expiry_by_ttl_duration_and_exporter_offline():
+    boards = {("default", "up"): online(), ("default", "down"): offline()}
+    lapsed = dataclasses.replace(lease("lapsed"), alive_until=T - 1)
+    ran_out = granted(lease("ran-out", duration=5), "up", at=T - 6)
+    lost = granted(lease("lost"), "down")
+    vanished = granted(lease("vanished"), "unregistered")
+    healthy = granted(lease("healthy"), "up")
+    waiting = lease("waiting", "board=down")  # queued leases do not depend on an exporter being online
+    ended = policy.expiries([lapsed, ran_out, lost, vanished, healthy, waiting], boards, T)
+    assert [(record.name, reason) for record, reason in ended] == [
+        ("lapsed", policy.TTL_LAPSED), ("ran-out", policy.DURATION_ENDED),
+        ("lost", policy.EXPORTER_OFFLINE), ("vanished", policy.EXPORTER_OFFLINE)]
+
+
+def test_a_lapsed_ttl_is_the_reason_before_anything_else():
+    boards = {("default", "down"): offline()}
+    both = dataclasses.replace(granted(lease("both", duration=1), "down", at=T - 50), alive_until=T - 1)
+    assert policy.expiry(both, boards, T) == policy.TTL_LAPSED
+
+
+def test_ended_leases_do_not_expire_again():
+    ended = lease("done").ended(LeaseState.RELEASED, T - 50, "released by the client")
+    assert policy.expiries([dataclasses.replace(ended, alive_until=0.0)], {}, T) == []
+
+
+def test_a_record_only_makes_the_moves_of_the_state_machine():
+    released = lease("a").ended(LeaseState.RELEASED, T, "released by the client")
+    with pytest.raises(RuntimeError, match="released -> granted"):
+        released.granted("b1", T)
+    with pytest.raises(RuntimeError, match="expired -> released"):
+        lease("b").ended(LeaseState.EXPIRED, T, "x").ended(LeaseState.RELEASED, T, "y")
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+def test_positions_count_the_queued_leases_ahead_that_want_the_same_exporters():
+    boards = {("default", "x1"): online(kind="x"), ("default", "y1"): online(kind="y")}
+    first, second = lease("first", "kind=x", at=1), lease("second", "kind=x", at=2)
+    elsewhere = lease("elsewhere", "kind=y", at=0)  # earlier, but for another exporter
+    urgent = lease("urgent", "kind=x", at=3, priority=5)
+    other_ns = lease("other-ns", "kind=x", at=0, namespace="lab2")
+    holder = granted(lease("holder", "kind=x"), "x1")
+    queue = [holder, first, second, elsewhere, urgent, other_ns]
+    positions = {record.name: policy.shown(record, queue, boards).position for record in queue}
+    assert positions == {"holder": None, "urgent": 1, "first": 2, "second": 3, "elsewhere": 1, "other-ns": 1}
+
+
+def test_a_lease_for_one_exporter_by_name_is_ahead_only_of_leases_that_could_take_that_one():
+    boards = {("default", "rack1"): online(kind="x"), ("default", "rack2"): online(kind="x")}
+    named = lease("named", "kind=x", at=1, exporter_name="rack2")
+    anyone = lease("anyone", "kind=x", at=2)
+    wants_rack1 = lease("rack1-only", "kind=x", at=3, exporter_name="rack1")
+    queue = [named, anyone, wants_rack1]
+    assert [policy.position(record, queue, boards) for record in queue] == [1, 2, 2]
+
+
+# --- exporters --------------------------------------------------------------------------------
+
+def test_one_rule_says_online_and_the_status_clients_see():
+    up = ExporterSeen({}, online_until=T)
+    down = ExporterSeen({}, online_until=T - 0.001, status=common_pb2.EXPORTER_STATUS_AVAILABLE)
+    busy = ExporterSeen({}, online_until=T + 5, status=common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK)
+    assert up.online(T) and not down.online(T)
+    assert up.status_at(T, leased=False) == common_pb2.EXPORTER_STATUS_AVAILABLE  # reported nothing
+    assert up.status_at(T, leased=True) == common_pb2.EXPORTER_STATUS_LEASE_READY
+    assert down.status_at(T, leased=True) == common_pb2.EXPORTER_STATUS_OFFLINE
+    assert busy.status_at(T, leased=False) == common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK
+
+
+def test_the_policy_and_the_record_stand_on_plain_data():
+    """Nothing they import does I/O: no database, no event loop, no store."""
+    controller = ROOT / "exporter" / "src" / "jumpstarter_lab" / "controller"
+    plain = {"__future__", "collections.abc", "dataclasses", "enum", "functools", "re",
+             "..wire.errors", "..wire.protocol", ".", ".lease_record", ".selectors"}
+    for module in ("lease_policy.py", "lease_record.py", "selectors.py"):
+        tree = ast.parse((controller / module).read_text())
+        imported = {"." * node.level + (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+                    for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in node.names}
+        assert imported <= plain, f"{module} imports {sorted(imported - plain)}"
