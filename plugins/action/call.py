@@ -7,10 +7,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
-    find_driver,
-    task_exporter,
-)
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import driver_at, task_exporter
 
 ARGUMENT_SPEC = {
     "driver": {"type": "str", "required": True},
@@ -30,8 +27,8 @@ class ActionModule(ActionBase):
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
 
         what = f"{args['driver']}.{args['method']}"
-        with task_exporter(task_vars, self._templar, float(args["timeout"])) as root:
-            driver = find_driver(root, args["driver"], "", "")
+        with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
+            driver = driver_at(root, args["driver"])
             try:
                 value = driver.call(args["method"], *args["args"])
             except Exception as e:  # the library's errors name the driver, method and cause

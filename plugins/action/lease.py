@@ -8,6 +8,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.controller_client import with_controller
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import task_options
 
 ARGUMENT_SPEC = {
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
@@ -29,12 +30,13 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        config = args["client_config"] or task_vars.get("jumpstarter_client_config")
-        held = task_vars.get("jumpstarter_lease") or ""
+        host = task_options(self._play_context, task_vars, self._templar)  # the host's exporter options
+        config = args["client_config"] or host("jumpstarter_client_config")
+        held = host("jumpstarter_lease") or ""
         if args["state"] == "absent":
             result.update(self._release(config, args["name"] or held))
         else:
-            exporter = args["exporter"] or task_vars.get("jumpstarter_exporter")
+            exporter = args["exporter"] or self._templar.template(task_vars.get("jumpstarter_exporter"))
             if not exporter and not args["selector"]:
                 raise AnsibleActionFail("lease: name an exporter or a selector (the host has no jumpstarter_exporter "
                                         "variable, which the jumpstarter.lab.jumpstarter inventory plugin sets)")

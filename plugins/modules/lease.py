@@ -38,7 +38,9 @@ options:
     type: str
     default: ""
   client_config:
-    description: Client config file of the controller. Defaults to the host's C(jumpstarter_client_config).
+    description:
+      - Client config file of the controller. Defaults to the host's C(jumpstarter_client_config), else the
+        environment's C(JMP_CLIENT_CONFIG), as for the M(jumpstarter.lab.jumpstarter) connection plugin.
     type: path
   duration:
     description: Seconds the lease may last at most.
