@@ -10,12 +10,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import find_driver, task_exporter
-
-ARGUMENT_SPEC = {
-    "src": {"type": "path", "required": True},
-    "storage": {"type": "str"},
-    "timeout": {"type": "int", "default": 30},
-}
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 
 class ActionModule(ActionBase):
@@ -25,7 +20,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _validation, args = self.validate_argument_spec(argument_spec=argument_spec("jumpstarter.lab.flash"))
         src = self._find_needle("files", args["src"])
         if not os.path.isfile(src):
             raise AnsibleActionFail(f"flash: {src} is not a file")

@@ -43,17 +43,20 @@ options:
         environment's C(JMP_CLIENT_CONFIG), as for the M(jumpstarter.lab.jumpstarter) connection plugin.
     type: path
   duration:
-    description: Seconds the lease may last at most.
+    description:
+      - Seconds the lease may last at most.
+      - Defaults to 1800, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_DURATION)).
     type: int
-    default: 3600
   ttl:
-    description: Seconds the lease survives without being renewed (at most 3600).
+    description:
+      - Seconds the lease survives without being renewed (at most 3600).
+      - Defaults to 600, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_TTL)).
     type: int
-    default: 600
   timeout:
-    description: Seconds to wait in the queue for the grant before failing (the request is then withdrawn).
+    description:
+      - Seconds to wait in the queue for the grant before failing (the request is then withdrawn).
+      - Defaults to 300, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_WAIT)).
     type: int
-    default: 300
   name:
     description: With O(state=absent), the lease to release. Defaults to the host's C(jumpstarter_lease).
     type: str
