@@ -21,7 +21,11 @@ description:
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
-  - jumpstarter.lab.action
+  - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
+  - ansible.builtin.action_common_attributes.facts
 options:
   state:
     description: Whether the host should hold a lease.
@@ -62,8 +66,11 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Reports whether a lease would be taken or released, without asking the controller for one.
     support: full
+    details: Reports whether a lease would be taken or released, without asking the controller for one.
+  facts:
+    support: full
+    details: Sets C(jumpstarter_lease), the lease of the host for the tasks that follow.
 seealso:
   - plugin: jumpstarter.lab.jumpstarter
     plugin_type: inventory

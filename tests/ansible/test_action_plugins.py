@@ -1,5 +1,5 @@
-"""The action plugins (call, flash, lease) read the host's exporter options as the connection plugin does and
-join the connection's session whatever ansible_host says."""
+"""The action plugins (call, flash, lease) read the host's exporter options as the connection plugin does, join
+the connection's session whatever ansible_host says, and take module_defaults of their group."""
 
 from __future__ import annotations
 
@@ -48,3 +48,36 @@ def test_call_and_the_console_share_the_session_whatever_ansible_host_says(elsew
     assert marker["stdout"] == "one-session"
     assert flashed["msg"].startswith("would flash") and flashed["msg"].endswith("to storage")
 
+
+def test_module_defaults_of_the_group_reach_every_module(elsewhere):
+    result = elsewhere.playbook("""
+- hosts: board1
+  gather_facts: false
+  module_defaults:
+    group/jumpstarter.lab.jumpstarter: {timeout: soon}
+  tasks:
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+      ignore_errors: true
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/image.bin"}
+      check_mode: true
+      ignore_errors: true
+    - jumpstarter.lab.lease: {selector: board=sim}
+      check_mode: true
+      ignore_errors: true
+- hosts: board1
+  gather_facts: false
+  module_defaults:
+    group/jumpstarter.lab.jumpstarter: {timeout: 20}
+  tasks:
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/image.bin"}
+      check_mode: true
+""")
+    refused = [task["hosts"]["board1"] for task in result["plays"][0]["tasks"]]
+    assert len(refused) == 3
+    for task in refused:  # the one default reached call, flash and lease alike
+        assert task["failed"] is True and "timeout" in task["msg"] and "int" in task["msg"], task
+    assert result["rc"] == 0 or all(t["hosts"]["board1"].get("failed") is not True
+                                    for t in result["plays"][1]["tasks"]), result
+    powered, checked = (task["hosts"]["board1"] for task in result["plays"][1]["tasks"])
+    assert powered["changed"] is True and checked["msg"].startswith("would flash")
