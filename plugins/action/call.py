@@ -7,17 +7,8 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
-    find_driver,
-    task_exporter,
-)
-
-ARGUMENT_SPEC = {
-    "driver": {"type": "str", "required": True},
-    "method": {"type": "str", "required": True},
-    "args": {"type": "list", "elements": "raw", "default": []},
-    "timeout": {"type": "int", "default": 30},
-}
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import driver_at, task_exporter
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 
 class ActionModule(ActionBase):
@@ -27,11 +18,11 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _validation, args = self.validate_argument_spec(argument_spec=argument_spec("jumpstarter.lab.call"))
 
         what = f"{args['driver']}.{args['method']}"
-        with task_exporter(task_vars, self._templar, float(args["timeout"])) as root:
-            driver = find_driver(root, args["driver"], "", "")
+        with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
+            driver = driver_at(root, args["driver"])
             try:
                 value = driver.call(args["method"], *args["args"])
             except Exception as e:  # the library's errors name the driver, method and cause

@@ -9,17 +9,8 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
-    STORAGE_LABEL,
-    find_driver,
-    task_exporter,
-)
-
-ARGUMENT_SPEC = {
-    "src": {"type": "path", "required": True},
-    "storage": {"type": "str"},
-    "timeout": {"type": "int", "default": 30},
-}
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import find_driver, task_exporter
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 
 class ActionModule(ActionBase):
@@ -29,12 +20,14 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _validation, args = self.validate_argument_spec(argument_spec=argument_spec("jumpstarter.lab.flash"))
         src = self._find_needle("files", args["src"])
         if not os.path.isfile(src):
             raise AnsibleActionFail(f"flash: {src} is not a file")
-        with task_exporter(task_vars, self._templar, float(args["timeout"])) as root:
-            storage = find_driver(root, args["storage"], STORAGE_LABEL, "storage", preferred="storage")
+        with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
+            from jumpstarter_lab.wire import labels  # task_exporter made sure the library is there
+
+            storage = find_driver(root, args["storage"], labels.STORAGE_MUX, "storage", preferred="storage")
             if self._task.check_mode:
                 result.update(changed=True, msg=f"would flash {src} to {storage.name}")
                 return result

@@ -8,17 +8,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.controller_client import with_controller
-
-ARGUMENT_SPEC = {
-    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "exporter": {"type": "str"},
-    "selector": {"type": "str", "default": ""},
-    "client_config": {"type": "path"},
-    "duration": {"type": "int", "default": 3600},
-    "ttl": {"type": "int", "default": 600},
-    "timeout": {"type": "int", "default": 300},
-    "name": {"type": "str"},
-}
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import require_library, task_options
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 
 class ActionModule(ActionBase):
@@ -28,18 +19,28 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        config = args["client_config"] or task_vars.get("jumpstarter_client_config")
-        held = task_vars.get("jumpstarter_lease") or ""
+        _validation, args = self.validate_argument_spec(argument_spec=argument_spec("jumpstarter.lab.lease"))
+        require_library(AnsibleActionFail)
+        from jumpstarter_lab.wire import defaults
+
+        # left out, duration, ttl and timeout are the library's defaults (the module's documentation states them)
+        for option, default in (("duration", defaults.LEASE_DURATION), ("ttl", defaults.LEASE_TTL),
+                                ("timeout", defaults.LEASE_WAIT)):
+            if args[option] is None:
+                args[option] = default
+        host = task_options(self._play_context, task_vars, self._templar)  # the host's exporter options
+        config = args["client_config"] or host("jumpstarter_client_config")
+        held = host("jumpstarter_lease") or ""
         if args["state"] == "absent":
             result.update(self._release(config, args["name"] or held))
         else:
-            exporter = args["exporter"] or task_vars.get("jumpstarter_exporter")
+            exporter = args["exporter"] or self._templar.template(task_vars.get("jumpstarter_exporter"))
             if not exporter and not args["selector"]:
                 raise AnsibleActionFail("lease: name an exporter or a selector (the host has no jumpstarter_exporter "
                                         "variable, which the jumpstarter.lab.jumpstarter inventory plugin sets)")
-            if not 0 < args["ttl"] <= 3600:
-                raise AnsibleActionFail(f"lease: ttl must be between 1 and 3600 seconds, not {args['ttl']}")
+            if not 0 < args["ttl"] <= defaults.MAX_LEASE_TTL:
+                raise AnsibleActionFail(f"lease: ttl must be between 1 and {defaults.MAX_LEASE_TTL:g} seconds, "
+                                        f"not {args['ttl']}")
             result.update(self._acquire(config, held, exporter, args))
         return result
 

@@ -185,8 +185,6 @@ from ansible.utils.display import Display
 from ansible.plugins.loader import connection_loader
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import (
-    NETWORK_LABEL,
-    SERIAL_LABEL,
     exporter,
     exporter_key,
     find_driver,
@@ -217,13 +215,15 @@ class Connection(ConnectionBase):
         host = self._play_context.remote_addr
         stack = ExitStack()
         try:
-            root = stack.enter_context(exporter(self.get_option, host, float(self.get_option("timeout"))))
+            root = stack.enter_context(exporter(self.get_option, float(self.get_option("timeout"))))
             if self.get_option("transport") == "tcp":
                 self._ssh = self._ssh_through(root, stack)
                 self._stack = stack
                 self._connected = True
                 return self
-            console = find_driver(root, self.get_option("console"), SERIAL_LABEL, "console")
+            from jumpstarter_lab.wire import labels  # exporter() made sure the library is there
+
+            console = find_driver(root, self.get_option("console"), labels.SERIAL, "console")
             stack.enter_context(self._console_lock(exporter_key(self.get_option), console.name))
             stream = stack.enter_context(console.stream())
             prompts = Prompts(login=to_bytes(self.get_option("login_prompt")),
@@ -246,9 +246,10 @@ class Connection(ConnectionBase):
 
     def _ssh_through(self, root, stack: ExitStack):
         """Forward a local port over the network driver's stream and open Ansible's ssh on it."""
+        from jumpstarter_lab.wire import labels
         from jumpstarter_lab_driver_network.adapters import TcpPortforwardAdapter
 
-        network = find_driver(root, self.get_option("network"), NETWORK_LABEL, "network", preferred="ssh")
+        network = find_driver(root, self.get_option("network"), labels.NETWORK, "network", preferred="ssh")
         address, port = stack.enter_context(TcpPortforwardAdapter(client=network))
         ssh = connection_loader.get("ssh", self._play_context, getattr(self, "_new_stdin", None))
         options = {"host": address, "port": port, "remote_user": self.get_option("remote_user"),

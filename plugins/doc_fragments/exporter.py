@@ -38,11 +38,18 @@ options:
     description:
       - Name of the exporter session to join, so tasks, modules and the connection share one set of driver
         instances (a board powered on by one task is still on in the next).
-      - Defaults to C(ansible-) followed by the inventory host name. Not used with a lease (the lease is the
-        session).
+      - Defaults to C(ansible-) followed by the inventory host name (O(inventory_hostname)). Not used with a
+        lease (the lease is the session).
     type: str
     vars:
       - name: jumpstarter_session
+  inventory_hostname:
+    description:
+      - The host's name in the inventory, which Ansible sets; the default O(jumpstarter_session) is named after
+        it, not after C(ansible_host), so the connection and the modules of a host always share a session.
+    type: str
+    vars:
+      - name: inventory_hostname
   jumpstarter_tls_ca:
     description: CA certificate that signed a TLS exporter's certificate (standalone mode).
     type: path

@@ -17,10 +17,15 @@ description:
   - Hosts are put in the group C(jumpstarter); C(keyed_groups), C(groups) and C(compose) build more from the
     variables, e.g. one group per value of a label.
   - The inventory file's name must end in C(jumpstarter.yml) or C(jumpstarter.yaml).
+  - With O(cache=true) the controller's list of exporters is kept in Ansible's inventory cache
+    (O(cache_plugin), O(cache_connection), O(cache_timeout)), and a later run within O(cache_timeout) reads it
+    from there without asking the controller; C(ansible-inventory --flush-cache) asks again. The exporters
+    listed in the file itself are never cached.
 author: jumpstarter.lab developers (@jumpstarter-lab)
 version_added: 0.1.0
 extends_documentation_fragment:
   - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
 options:
   plugin:
     description: The name of this plugin, so Ansible picks it for the file.
@@ -68,12 +73,20 @@ exporters:
   board2:
     host: bench2.example:8083
     tls_ca: /etc/jumpstarter/ca.crt
+
+# cached.jumpstarter.yml: ask the controller at most once an hour
+plugin: jumpstarter.lab.jumpstarter
+client_config: ~/.config/jumpstarter/clients/alice.yaml
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/jumpstarter-inventory
+cache_timeout: 3600
 """
 
 import os
 
 from ansible.errors import AnsibleParserError
-from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.controller_client import with_controller
 
@@ -91,7 +104,7 @@ def _status_name(value: int) -> str:
         return "unspecified"
 
 
-class InventoryModule(BaseInventoryPlugin, Constructable):
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "jumpstarter.lab.jumpstarter"
 
     def verify_file(self, path):
@@ -105,7 +118,30 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self._add_direct(name, spec, path)
         config = self.get_option("client_config")
         if config:
-            self._add_from_controller(os.path.abspath(os.path.expanduser(config)))
+            config = os.path.abspath(os.path.expanduser(config))
+            for exporter in self._controller_exporters(config, path, cache):
+                self._add_from_controller(config, exporter)
+
+    def _controller_exporters(self, config: str, path: str, cache: bool) -> list[dict]:
+        """The controller's exporters as plain data: from the inventory cache when it is on and holds them for
+        this client config and selector (`cache` is False for --flush-cache), else from the controller, then
+        kept in the cache."""
+        key, asked = self.get_cache_key(path), {"client_config": config, "selector": self.get_option("selector") or ""}
+        use_cache = self.get_option("cache")
+        if use_cache and cache:
+            try:
+                cached = self._cache[key]
+            except KeyError:
+                cached = None  # nothing cached yet, or expired
+            if isinstance(cached, dict) and cached.get("asked") == asked:
+                return cached["exporters"]
+        found = with_controller(config, lambda client: client.exporters(asked["selector"]),
+                                f"listing exporters from the controller in {config}")
+        exporters = [{"name": exporter.name.rsplit("/", 1)[-1], "labels": dict(exporter.labels),
+                      "status": _status_name(exporter.status)} for exporter in found]
+        if use_cache:
+            self._cache[key] = {"asked": asked, "exporters": exporters}
+        return exporters
 
     def _add_direct(self, name: str, spec, path: str) -> None:
         if not isinstance(spec, dict) or not spec.get("host"):
@@ -121,22 +157,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             variables["jumpstarter_insecure"] = True
         self._add_host(name, variables)
 
-    def _add_from_controller(self, config: str) -> None:
-        selector = self.get_option("selector") or ""
-        found = with_controller(config, lambda client: client.exporters(selector),
-                                f"listing exporters from the controller in {config}")
-        for exporter in found:
-            status = _status_name(exporter.status)
-            online = status not in ("offline", "unspecified")
-            if self.get_option("online_only") and not online:
-                continue
-            self._add_host(exporter.name.rsplit("/", 1)[-1], {
-                "jumpstarter_exporter": exporter.name.rsplit("/", 1)[-1],
-                "jumpstarter_client_config": config,
-                "jumpstarter_labels": dict(exporter.labels),
-                "jumpstarter_online": online,
-                "jumpstarter_status": status,
-            })
+    def _add_from_controller(self, config: str, exporter: dict) -> None:
+        online = exporter["status"] not in ("offline", "unspecified")
+        if self.get_option("online_only") and not online:
+            return
+        self._add_host(exporter["name"], {
+            "jumpstarter_exporter": exporter["name"],
+            "jumpstarter_client_config": config,
+            "jumpstarter_labels": exporter["labels"],
+            "jumpstarter_online": online,
+            "jumpstarter_status": exporter["status"],
+        })
 
     def _add_host(self, name: str, variables: dict) -> None:
         self.inventory.add_host(name, group=GROUP)

@@ -19,7 +19,10 @@ description:
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
-  - jumpstarter.lab.action
+  - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
 options:
   driver:
     description: Dotted path of the driver in the exporter's tree, as C(jumpstarter-lab tree) shows it.
@@ -40,8 +43,8 @@ options:
     default: 30
 attributes:
   check_mode:
-    description: Not supported; the task is skipped in check mode.
     support: none
+    details: A driver method's effect is not known beforehand; the task is skipped in check mode.
 seealso:
   - module: jumpstarter.lab.lease
 """

@@ -17,7 +17,10 @@ description:
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
-  - jumpstarter.lab.action
+  - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
 options:
   src:
     description: The image on the Ansible controller (a relative path is looked up in the play's C(files)).
@@ -34,8 +37,8 @@ options:
     default: 30
 attributes:
   check_mode:
-    description: Checks that the image and the storage driver exist, writes nothing.
     support: full
+    details: Checks that the image and the storage driver exist, writes nothing.
 notes:
   - Power the board off first when its storage must not change under it; the QEMU board keeps running on its
     old disk until it is powered off.

@@ -21,7 +21,11 @@ description:
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
-  - jumpstarter.lab.action
+  - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - ansible.builtin.action_common_attributes.flow
+  - ansible.builtin.action_common_attributes.facts
 options:
   state:
     description: Whether the host should hold a lease.
@@ -38,27 +42,35 @@ options:
     type: str
     default: ""
   client_config:
-    description: Client config file of the controller. Defaults to the host's C(jumpstarter_client_config).
+    description:
+      - Client config file of the controller. Defaults to the host's C(jumpstarter_client_config), else the
+        environment's C(JMP_CLIENT_CONFIG), as for the M(jumpstarter.lab.jumpstarter) connection plugin.
     type: path
   duration:
-    description: Seconds the lease may last at most.
+    description:
+      - Seconds the lease may last at most.
+      - Defaults to 1800, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_DURATION)).
     type: int
-    default: 3600
   ttl:
-    description: Seconds the lease survives without being renewed (at most 3600).
+    description:
+      - Seconds the lease survives without being renewed (at most 3600).
+      - Defaults to 600, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_TTL)).
     type: int
-    default: 600
   timeout:
-    description: Seconds to wait in the queue for the grant before failing (the request is then withdrawn).
+    description:
+      - Seconds to wait in the queue for the grant before failing (the request is then withdrawn).
+      - Defaults to 300, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_WAIT)).
     type: int
-    default: 300
   name:
     description: With O(state=absent), the lease to release. Defaults to the host's C(jumpstarter_lease).
     type: str
 attributes:
   check_mode:
-    description: Reports whether a lease would be taken or released, without asking the controller for one.
     support: full
+    details: Reports whether a lease would be taken or released, without asking the controller for one.
+  facts:
+    support: full
+    details: Sets C(jumpstarter_lease), the lease of the host for the tasks that follow.
 seealso:
   - plugin: jumpstarter.lab.jumpstarter
     plugin_type: inventory

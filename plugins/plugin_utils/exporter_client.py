@@ -5,29 +5,21 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
+from ansible.plugins.loader import connection_loader
 
 try:
-    from jumpstarter_lab.client import Allowlist, connect
+    from jumpstarter_lab.client import Allowlist, ClientConfig, connect, connect_lease
     from jumpstarter_lab.client.allowlist import DEFAULT_ALLOW
-    from jumpstarter_lab.client import ClientConfig, connect_lease
-    from jumpstarter_lab.wire.errors import JumpstarterLabError
+    from jumpstarter_lab.wire.errors import DriverNotFound, JumpstarterLabError
 except ImportError as e:  # the controller's Python lacks the library
     IMPORT_ERROR: Exception | None = e
 else:
     IMPORT_ERROR = None
 
-SERIAL_LABEL = "jumpstarter_driver_pyserial.client.PySerialClient"
-NETWORK_LABEL = "jumpstarter_driver_network.client.NetworkClient"
-STORAGE_LABEL = "jumpstarter_driver_opendal.client.StorageMuxClient"
-
-# The exporter options (doc fragment jumpstarter.lab.exporter) as action plugins read them: host vars first,
-# then the environment, then the fragment's defaults.
-_OPTION_ENV = {"jumpstarter_host": "JUMPSTARTER_HOST", "jumpstarter_lease": "JMP_LEASE",
-               "jumpstarter_client_config": "JMP_CLIENT_CONFIG"}
-_OPTION_DEFAULTS = {"jumpstarter_allow": [], "jumpstarter_insecure": False}
+# The plugin whose documentation holds the exporter options (doc fragment jumpstarter.lab.exporter).
+CONNECTION = "jumpstarter.lab.jumpstarter"
 
 
 def require_library(error: type[Exception] = AnsibleConnectionFailure) -> None:
@@ -38,18 +30,21 @@ def require_library(error: type[Exception] = AnsibleConnectionFailure) -> None:
             "install the collection's exporter/ distribution into the Python that runs Ansible")
 
 
-@contextlib.contextmanager
-def task_exporter(task_vars: dict, templar, timeout: float):
-    """exporter() for an action plugin, which has the host's variables rather than plugin options
-    (then the environment, then the fragment's defaults); failures to reach the exporter or find a
-    driver in it fail the task (AnsibleActionFail)."""
-    def get_option(name):
-        if name in task_vars:
-            return templar.template(task_vars[name])
-        return os.environ.get(_OPTION_ENV[name]) if name in _OPTION_ENV else _OPTION_DEFAULTS.get(name)
+def task_options(play_context, task_vars: dict, templar):
+    """get_option of the jumpstarter connection plugin for an action plugin's task, whatever the host's own
+    connection is: its options resolved as Ansible resolves a connection's before a task (every `vars:` entry
+    the host has, templated, then environment, ini and the documented defaults)."""
+    connection = connection_loader.get(CONNECTION, play_context)
+    connection.set_options(var_options=connection._resolve_option_variables(task_vars, templar))
+    return connection.get_option
 
+
+@contextlib.contextmanager
+def task_exporter(play_context, task_vars: dict, templar, timeout: float):
+    """exporter() for an action plugin, with the options task_options() resolves; failures to reach the
+    exporter or find a driver in it fail the task (AnsibleActionFail)."""
     try:
-        with exporter(get_option, task_vars.get("inventory_hostname", ""), timeout) as root:
+        with exporter(task_options(play_context, task_vars, templar), timeout) as root:
             yield root
     except AnsibleConnectionFailure as e:
         raise AnsibleActionFail(str(e)) from None
@@ -68,8 +63,11 @@ def exporter_key(get_option) -> str:
 
 
 @contextlib.contextmanager
-def exporter(get_option, host_name: str, timeout: float):
-    """Connect with the plugin's options; errors become AnsibleConnectionFailure naming the exporter."""
+def exporter(get_option, timeout: float):
+    """Connect with the plugin's options; errors become AnsibleConnectionFailure naming the exporter.
+
+    Without a lease, the session is jumpstarter_session, else named after the inventory host, so the
+    connection and the action plugins of one host share it whatever ansible_host says."""
     require_library()
     key = exporter_key(get_option)
     extra = list(get_option("jumpstarter_allow") or [])
@@ -83,7 +81,7 @@ def exporter(get_option, host_name: str, timeout: float):
             allow = Allowlist([*DEFAULT_ALLOW, *config.allow, *extra])
             manager = connect_lease(config, get_option("jumpstarter_lease"), allow=allow, timeout=timeout)
         else:
-            session = get_option("jumpstarter_session") or f"ansible-{host_name}"
+            session = get_option("jumpstarter_session") or f"ansible-{get_option('inventory_hostname') or ''}"
             manager = connect(key, allow=Allowlist([*DEFAULT_ALLOW, *extra]), tls_ca=get_option("jumpstarter_tls_ca"),
                               insecure=get_option("jumpstarter_insecure"), session=session, timeout=timeout)
         with manager as root:
@@ -92,27 +90,19 @@ def exporter(get_option, host_name: str, timeout: float):
         raise AnsibleConnectionFailure(f"exporter {key}: {e}") from None
 
 
+def driver_at(root, path: str):
+    """The driver at a dotted path of the exporter's tree."""
+    try:
+        return root.child(path)
+    except DriverNotFound as e:
+        raise AnsibleConnectionFailure(f"the exporter has no driver '{path}': {e}") from None
+
+
 def find_driver(root, path: str | None, label: str, what: str, preferred: str = "console"):
     """The driver at a dotted path, or the first one with `label` (preferring one named `preferred`)."""
     if path:
-        node = root
-        for part in path.split("."):
-            if part not in node.children:
-                raise AnsibleConnectionFailure(f"the exporter has no driver '{path}' (no '{part}' under "
-                                               f"{node.name or 'the root'}; it has {', '.join(node.children) or 'none'})")
-            node = node.children[part]
-        return node
-    found = []
-
-    def walk(node, prefix):
-        for name, child in node.children.items():
-            dotted = f"{prefix}{name}"
-            if child.labels.get("jumpstarter.dev/client") == label:
-                found.append((dotted, child))
-            walk(child, dotted + ".")
-
-    walk(root, "")
+        return driver_at(root, path)
+    found = sorted(root.find(label), key=lambda item: (item[0].rsplit(".", 1)[-1] != preferred, item[0]))
     if not found:
         raise AnsibleConnectionFailure(f"the exporter has no {what} driver; name one with the {what} option")
-    found.sort(key=lambda item: (item[0].rsplit(".", 1)[-1] != preferred, item[0]))
     return found[0][1]

@@ -152,3 +152,34 @@ def test_flash_checks_and_refuses_clearly(lab_inventory):
     assert medium.read_bytes() == image.read_bytes()
     assert missing["failed"] is True and "missing.img" in missing["msg"]
     assert nowhere["failed"] is True and "no driver 'board.nothing'" in nowhere["msg"]
+
+
+def test_a_cached_inventory_needs_no_controller(lab_inventory):
+    lab, inventory, ansible = lab_inventory
+    settings = yaml.safe_load(inventory.read_text())
+    cached = ansible.workdir / "cached.jumpstarter.yml"
+    cached.write_text(yaml.safe_dump(settings | {"cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+                                                 "cache_connection": str(ansible.workdir / "inventory-cache"),
+                                                 "cache_timeout": 600}))
+    uncached = ansible.workdir / "uncached.jumpstarter.yml"
+    uncached.write_text(yaml.safe_dump(settings))
+
+    def listed(path):
+        result = run(ansible, "env", "ANSIBLE_INVENTORY_UNPARSED_FAILED=1", str(BIN / "ansible-inventory"),
+                     "-i", str(path), "--list")
+        return result, plain(json.loads(result.stdout)) if result.returncode == 0 else None
+
+    first, before = listed(cached)
+    assert first.returncode == 0, first.stderr
+    assert sorted(before["jumpstarter"]["hosts"]) == ["bench1", "sim1", "sim2"]
+    assert list((ansible.workdir / "inventory-cache").iterdir())  # kept by the jsonfile cache plugin
+
+    lab.controller_process.stop()
+    second, after = listed(cached)
+    assert second.returncode == 0, second.stderr
+    assert after == before  # the same hosts and variables, with no controller to ask
+
+    refused, nothing = listed(uncached)
+    assert refused.returncode != 0 and nothing is None
+    assert f"listing exporters from the controller in {ansible.workdir / 'alice.yaml'}" in refused.stderr, refused.stderr
+    assert "unavailable" in refused.stderr  # and why: the controller is not there

@@ -1,0 +1,83 @@
+"""The action plugins (call, flash, lease) read the host's exporter options as the connection plugin does, join
+the connection's session whatever ansible_host says, and take module_defaults of their group."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import Lab, start_exporter
+
+SIM = """
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+  config:
+    password: s3cret
+    image: {image}
+"""
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory, collections_path):
+    """A sim board that nothing has powered on, for a host whose ansible_host names another machine and whose
+    jumpstarter_host is templated."""
+    workdir = tmp_path_factory.mktemp("elsewhere")
+    image = workdir / "image.bin"
+    image.write_bytes(b"JUMPSTARTER_MARKER=one-session\n")
+    exporter = start_exporter(workdir, SIM.format(image=image), "--session-linger", "600")
+    lab = Lab(workdir, collections_path, exporter.address, ansible_host="board1.elsewhere.invalid",
+              jumpstarter_host="{{ lab_dir }}/lab.sock", lab_dir=str(workdir), jumpstarter_login_timeout=20)
+    yield lab
+    exporter.stop()
+
+
+def test_call_and_the_console_share_the_session_whatever_ansible_host_says(elsewhere):
+    result = elsewhere.playbook("""
+- hosts: board1
+  gather_facts: false
+  tasks:
+    - name: power on, in the session of the inventory host
+      jumpstarter.lab.call: {driver: board.power, method: "on"}
+    - name: the console finds the board on, so it is the same session
+      ansible.builtin.command: printenv SIM_MARKER
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/image.bin"}
+      check_mode: true
+""")
+    assert result["rc"] == 0, result
+    powered, marker, flashed = (task["hosts"]["board1"] for task in result["plays"][0]["tasks"])
+    assert powered["changed"] is True and powered["value"] is None
+    assert marker["stdout"] == "one-session"
+    assert flashed["msg"].startswith("would flash") and flashed["msg"].endswith("to storage")
+
+
+def test_module_defaults_of_the_group_reach_every_module(elsewhere):
+    result = elsewhere.playbook("""
+- hosts: board1
+  gather_facts: false
+  module_defaults:
+    group/jumpstarter.lab.jumpstarter: {timeout: soon}
+  tasks:
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+      ignore_errors: true
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/image.bin"}
+      check_mode: true
+      ignore_errors: true
+    - jumpstarter.lab.lease: {selector: board=sim}
+      check_mode: true
+      ignore_errors: true
+- hosts: board1
+  gather_facts: false
+  module_defaults:
+    group/jumpstarter.lab.jumpstarter: {timeout: 20}
+  tasks:
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/image.bin"}
+      check_mode: true
+""")
+    refused = [task["hosts"]["board1"] for task in result["plays"][0]["tasks"]]
+    assert len(refused) == 3
+    for task in refused:  # the one default reached call, flash and lease alike
+        assert task["failed"] is True and "timeout" in task["msg"] and "int" in task["msg"], task
+    assert result["rc"] == 0 or all(t["hosts"]["board1"].get("failed") is not True
+                                    for t in result["plays"][1]["tasks"]), result
+    powered, checked = (task["hosts"]["board1"] for task in result["plays"][1]["tasks"])
+    assert powered["changed"] is True and checked["msg"].startswith("would flash")
