@@ -10,7 +10,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT, upstream_venv
+
+pytestmark = pytest.mark.slow  # benchmarks
 
 GOALS = {"DriverCall calls/s": ("calls_per_s", 0.85), "stream echo MB/s": ("stream_mb_s", 0.7)}
 ROW = re.compile(r"(tcp|unix)\s+(DriverCall calls/s|stream echo MB/s)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)"
