@@ -88,7 +88,7 @@ def crypt(password: str) -> str:
     libcrypt = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
     libcrypt.crypt.restype = ctypes.c_char_p
     libcrypt.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    salt = "".join(secrets.choice(SALT) for _ in range(16))
+    salt = "".join(secrets.choice(SALT) for _salt_char in range(16))
     hashed = libcrypt.crypt(password.encode(), f"$6${salt}".encode())
     if not hashed or not hashed.startswith(b"$6$"):
         raise OSError("libcrypt cannot hash a password")
