@@ -1,7 +1,7 @@
 """Controller figures (issue 6): idle cost of many exporters, and lease grant latency under churn.
 
     .venv/bin/python bench/controller.py [--exporters 1000] [--clients 100] [--pool 200] [--seconds 10]
-                                         [--hold 0] [--postgres URL]
+                                         [--hold 0] [--postgres URL] [--json results.json]
 
 1. `--exporters` simulated exporters register and keep their Status stream open (what a
    real exporter does between leases); the controller's RSS and CPU are read from /proc
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -187,6 +188,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--hold", type=float, default=0, help="ms each client holds a lease before releasing it")
     parser.add_argument("--postgres", help="PostgreSQL server URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     cases = {"bare grpcio": run_case(None, args)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,6 +204,8 @@ def main() -> int:
               f"{r['grants'] / args.seconds:8.0f} {r['grant_p50_ms']:7.1f} {r['grant_p90_ms']:7.1f} "
               f"{r['grant_p99_ms']:7.1f} {r['grant_max_ms']:7.1f} {r['grant_p99_ms'] / bare['grant_p99_ms']:7.2f}x"
               f"  {verdict}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seconds": args.seconds, "cases": cases}, indent=2))
     return 0
 
 

@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # ansible-test over a copy of the collection: about a minute
 
 
 def test_ansible_test_sanity_is_clean():

@@ -18,7 +18,7 @@ from conftest import Lab, start_exporter
 from integration.qemu_helpers import BOOT_TIMEOUT, PASSWORD, board_entry, guest_image
 from jumpstarter_lab.client import connect
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,20 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from conftest import Lab, start_exporter
 from jumpstarter_lab.client import connect
+
+# A board whose login is an unprivileged account of its own: become has a uid to change.
+USER_SIM = """
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+  config:
+    login: jumpstarter
+    password: s3cret
+    root_password: r00t-pw
+"""
 
 
 def test_command_shell_and_raw(lab):
@@ -65,9 +78,32 @@ def test_playbook_is_idempotent_over_the_console(lab, tmp_path):
     assert second["rc"] == 0 and second["stats"]["board1"]["changed"] == 0, second["stats"]
 
 
-def test_become_with_su(lab):
-    result = lab.adhoc("command", "id -u", "--become", "--become-method", "su")
-    assert result["rc"] == 0 and result["stdout"] == "0"
+@pytest.fixture
+def user_lab(tmp_path, collections_path):
+    """A sim board logged in to as `jumpstarter` (not root), with a root password for su."""
+    if os.geteuid() != 0:
+        pytest.fail("the sim board switches to an account of its own: this test must run as root (as CI does)")
+    exporter = start_exporter(tmp_path, USER_SIM, "--session-linger", "600")
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"JUMPSTARTER_MARKER=ansible-user\n")
+    try:
+        with connect(exporter.address, session="ansible-board1") as root:
+            root.board.storage.flash(image)
+            root.board.power.on()
+            yield Lab(tmp_path, collections_path, exporter.address, ansible_user="jumpstarter")
+    finally:
+        exporter.stop()
+
+
+def test_become_with_su(user_lab):
+    """A module run with become and su as root: the uid it runs as changes; a wrong password is named."""
+    su = ("--become", "--become-method", "su")
+    plain = user_lab.adhoc("command", "id -u")
+    assert plain.get("failed") is None and int(plain["stdout"]) >= 1000, plain
+    became = user_lab.adhoc("command", "id -u", *su, "-e", "ansible_become_password=r00t-pw")
+    assert (became.get("failed"), became["stdout"]) == (None, "0"), became
+    refused = user_lab.adhoc("command", "id -u", *su, "-e", "ansible_become_password=wrong")
+    assert refused.get("failed") is True and "Incorrect su password on board1" in refused["msg"], refused
 
 
 def test_console_noise_does_not_corrupt_results(lab, tmp_path):

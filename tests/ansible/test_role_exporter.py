@@ -17,6 +17,8 @@ import yaml
 from conftest import Lab
 from helpers import BIN, ExporterProcess, cli
 
+pytestmark = pytest.mark.slow  # a venv built and the role run three times: minutes
+
 EXPORT = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"},
           "echo": {"type": "jumpstarter_driver_network.driver.EchoNetwork"}}
 

@@ -35,6 +35,7 @@ def image(request):
     return guest_image(request.config)
 
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 def test_boots_to_a_serial_login_and_runs_commands(image, make_config, run_exporter):
     exporter = run_exporter(make_config(board_entry(image, disk_size="1G")))
     with connect(exporter.address) as root:
@@ -63,6 +64,7 @@ def test_boots_to_a_serial_login_and_runs_commands(image, make_config, run_expor
         assert [r.voltage for r in board.power.read()] == [0.0]
 
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 def test_flashed_image_boots_after_a_power_cycle(image, make_config, run_exporter, tmp_path):
     marked = set_marker(image.rootfs, tmp_path / "marked.img", "flashed-build-42")
     flashable = tmp_path / "marked.img.zst"
@@ -91,6 +93,7 @@ def test_flashed_image_boots_after_a_power_cycle(image, make_config, run_exporte
     assert image.rootfs.stat().st_mtime_ns == pristine  # the configured image was never written
 
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 def test_network_reaches_the_guests_sshd_on_a_gzip_flashed_image(image, make_config, run_exporter, tmp_path):
     marked = set_marker(image.rootfs, tmp_path / "ssh.img", "ssh-gzip")
     flashable = tmp_path / "ssh.img.gz"
@@ -127,6 +130,7 @@ def test_network_reaches_the_guests_sshd_on_a_gzip_flashed_image(image, make_con
         assert banner.startswith(b"SSH-2.0-OpenSSH")
 
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 def test_storage_on_the_host_side_means_no_disk(image, make_config, run_exporter):
     exporter = run_exporter(make_config(board_entry(image)))
     with connect(exporter.address) as root:
@@ -140,6 +144,7 @@ def test_storage_on_the_host_side_means_no_disk(image, make_config, run_exporter
             root.board.storage.write_file(__file__)
 
 
+@pytest.mark.slow  # a QEMU guest
 def test_storage_reads_back_the_disk_the_guest_sees(image, make_config, run_exporter, tmp_path):
     """read() gives the disk's content: the flashed image while off, the same through the guest's
     copy-on-write layer while it runs."""
@@ -160,6 +165,7 @@ def test_storage_reads_back_the_disk_the_guest_sees(image, make_config, run_expo
         root.board.power.off()
 
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 @pytest.mark.parametrize("setting, message", [
     ({"image_path": "/nonexistent/disk.img"}, "disk image /nonexistent/disk.img not found (the board's 'image_path'"),
     ({"kernel": "/nonexistent/vmlinuz"}, "kernel /nonexistent/vmlinuz not found"),
@@ -191,6 +197,7 @@ def _qemu_children(parent: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 @pytest.mark.parametrize("ending", ["session", "exporter"])
 def test_qemu_ends_with_the_session_and_with_the_exporter(ending, image, make_config, run_exporter):
     # accel auto: KVM where it works, else TCG (here QEMU aborts under KVM and the board falls back)
@@ -214,6 +221,7 @@ def test_qemu_ends_with_the_session_and_with_the_exporter(ending, image, make_co
 
 # --- pieces without a guest ------------------------------------------------------------
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 def test_image_tool_finds_the_image_and_prints_a_config_that_loads(image):
     tool = [str(Path(sys.executable).parent / "jumpstarter-lab-qemu-image")]
     found = subprocess.run([*tool, "path"], capture_output=True, text=True, timeout=60, check=True)
@@ -275,6 +283,7 @@ def test_bad_settings_are_named(config, message):
     assert message in str(failure.value)
 
 
+@pytest.mark.slow  # the guest image (built on first use) and QEMU
 def test_cli_calls_the_qemu_boards_drivers(image, make_config, run_exporter):
     exporter = run_exporter(make_config(board_entry(image)))
     host = ("--host", exporter.address)

@@ -26,9 +26,9 @@ board:
 """
 
 
-def login(console: Console, password: str = "s3cret") -> None:
+def login(console: Console, password: str = "s3cret", user: str = "root") -> None:
     console.expect("login: ", timeout=20)
-    console.sendline("root")
+    console.sendline(user)
     console.expect("Password: ")
     console.sendline(password)
 
@@ -161,3 +161,47 @@ def test_paced_console_carries_everything_both_ways(make_config, run_exporter, t
             console.sendline("echo BE''GIN; seq 1 3000; echo E''ND")
             body = console.expect(rb"(?s)BEGIN\r\n(.*?)END\r\n", timeout=60).group(1)
             assert body.replace(b"\r\n", b"\n") == b"".join(b"%d\n" % n for n in range(1, 3001))
+
+
+USER_SIM = """
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+  config:
+    login: jumpstarter
+    password: s3cret
+    root_password: r00t-pw
+"""
+
+
+def test_a_login_other_than_root_is_an_account_of_the_board(make_config, run_exporter, tmp_path):
+    """The shell runs as the board's own unprivileged account, su to root takes root_password, and the
+    host's account files are what they were while the board has its own."""
+    if os.geteuid() != 0:
+        pytest.fail("the board switches to an account of its own: this test must run as root (as CI does)")
+    host = {name: Path(f"/etc/{name}").read_bytes() for name in ("passwd", "group", "shadow")}
+    exporter = run_exporter(make_config(USER_SIM))
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"JUMPSTARTER_MARKER=accounts\n")
+    with connect(exporter.address) as root:
+        root.board.storage.flash(image)
+        with root.board.console.open() as console:
+            root.board.power.on()
+            login(console, user="root")
+            console.expect("Login incorrect")  # root is not the board's login
+            login(console, user="jumpstarter")
+            console.expect(r"jumpstarter@simboard:~\$ ")
+            console.sendline('echo "uid=$(id -u) name=$(id -un) home=$HOME"; grep -c ^jumpstarter: /etc/passwd')
+            found = console.expect(r"uid=(\d+) name=(\S+) home=(\S+)\r\n(\d+)\r\n")
+            assert int(found.group(1)) >= 1000 and found.group(2) == b"jumpstarter", found.group(0)
+            assert found.group(3).endswith(b"/home/jumpstarter") and found.group(4) == b"1"
+            assert {name: Path(f"/etc/{name}").read_bytes() for name in host} == host
+            console.sendline("su -c 'echo su-uid=$(id -u)' root")
+            console.expect("Password: ")
+            console.sendline("wrong")
+            console.expect("su: Authentication failure")
+            console.sendline("su -c 'echo su-uid=$(id -u)' root")
+            console.expect("Password: ")
+            console.sendline("r00t-pw")
+            assert console.expect(r"su-uid=(\d+)").group(1) == b"0"
+        root.board.power.off()
+    assert {name: Path(f"/etc/{name}").read_bytes() for name in host} == host

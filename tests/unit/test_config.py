@@ -113,6 +113,16 @@ board:
     assert error_of(text) == 'export.board.config.baudrate: expected integer or null, got "fast" (exporter.yaml:10)'
 
 
+def test_a_sim_board_login_must_be_a_user_name():
+    text = exporter_config("""
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+  config:
+    login: "a:b"
+""")
+    assert error_of(text).startswith("export.board: login 'a:b' is not a user name")
+
+
 def test_broken_yaml_names_the_line():
     assert error_of("apiVersion: jumpstarter.dev/v1alpha1\nkind: [unclosed\n").startswith("exporter.yaml:3: invalid YAML")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -71,8 +73,9 @@ class SimBoard(CompositeInterface, Driver):
     """A simulated board: power, a console with a login and a real shell, storage"""
 
     image: str | None = None
-    login: str = "root"
+    login: str = "root"  # another name: an account of the board's own, the shell runs as it (see firmware.own_accounts)
     password: str = "jumpstarter"
+    root_password: str | None = None  # root's password for su, with a login other than root; None: root is locked
     hostname: str = "simboard"
     shell: str = "/bin/bash"
     baudrate: int | None = None  # pace the console like a UART at this rate, 8N1, both ways; None: as fast as a pty
@@ -80,12 +83,20 @@ class SimBoard(CompositeInterface, Driver):
     def __post_init__(self):
         if not Path(self.shell).is_file():
             raise ValueError(f"shell {self.shell} does not exist")
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.login):
+            raise ValueError(f"login {self.login!r} is not a user name (lower case letters, digits, _ and -)")
+        if self.login == "root" and self.root_password is not None:
+            raise ValueError("root_password is for a board whose login is not root (root's su asks nothing)")
+        if self.login != "root" and os.geteuid() != 0:
+            raise ValueError(f"login {self.login}: the board runs its shell as an account of its own, "
+                             "which needs the exporter to run as root")
         if self.baudrate is not None and self.baudrate <= 0:
             raise ValueError(f"baudrate must be positive, got {self.baudrate}")
         self._workdir = Path(tempfile.mkdtemp(prefix="simboard-"))
         image = Path(self.image) if self.image else self._workdir / "disk.img"
         self.dut = SimDut(image=image, login=self.login, password=self.password, hostname=self.hostname,
-                          shell=self.shell, home=self._workdir, baudrate=self.baudrate)
+                          shell=self.shell, home=self._workdir, baudrate=self.baudrate,
+                          root_password=self.root_password)
 
     def make_children(self) -> dict[str, Driver]:
         return {"power": SimPower(self.dut), "console": SimConsole(self.dut), "storage": SimStorage(self.dut)}

@@ -44,9 +44,10 @@ class LinePacer:
 
 class SimDut:
     def __init__(self, *, image: Path, login: str, password: str, hostname: str, shell: str, home: Path,
-                 baudrate: int | None = None):
+                 baudrate: int | None = None, root_password: str | None = None):
         self.image = image
         self.login, self.password, self.hostname, self.shell, self.home = login, password, hostname, shell, home
+        self.root_password = root_password
         # With a baud rate the console is a UART line: each direction carries baudrate/10 bytes/s.
         self._to_board = LinePacer(baudrate) if baudrate else None
         self._from_board = LinePacer(baudrate) if baudrate else None
@@ -70,6 +71,8 @@ class SimDut:
         image = self.image if self.storage == "dut" else Path("/nonexistent")
         master, slave = os.openpty()
         env = dict(os.environ, SIM_PASSWORD=self.password, SIM_HOME=str(self.home))
+        if self.root_password is not None:
+            env["SIM_ROOT_PASSWORD"] = self.root_password
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "jumpstarter_lab_driver_sim.firmware", "--image", str(image),
