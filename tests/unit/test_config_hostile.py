@@ -136,3 +136,28 @@ def test_random_mutations_load_or_fail_with_one_config_error(seed):
         assert "exporter.yaml" in message and "\n" not in message.strip("\n"), message
     else:
         loaded.build().close()
+
+
+def test_a_config_that_fails_to_build_leaves_no_driver_files_behind(tmp_path, monkeypatch):
+    """Drivers built before the one that fails are closed: the sim board's directory goes with them."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    text = exporter_config("""
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+broken:
+  type: jumpstarter_driver_pyserial.driver.PySerial
+  config: {url: "loop://", baudrate: -1}
+later:
+  ref: nowhere
+""")
+    assert "baudrate must be positive" in error_of(text)
+    text = exporter_config("""
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+alias:
+  ref: nowhere
+""")
+    assert "ref 'nowhere' names no driver" in error_of(text)
+    assert list(tmp_path.iterdir()) == []

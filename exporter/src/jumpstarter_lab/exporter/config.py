@@ -141,10 +141,11 @@ class DriverSpec:
     where: str = ""  # file:line, for errors found only once the tree is built
 
     def build(self, namespace: uuidlib.UUID, context: DriverContext) -> Driver:
-        children = {name: child.build(namespace, context) for name, child in self.children.items()}
+        children = _build_all(self.children, namespace, context)
         try:
             driver = self.cls(**self.config)
         except Exception as e:  # a driver's refusal of its config, whatever its type, names the entry
+            _close_all(children)
             where = f" ({self.where})" if self.where else ""
             detail = str(e) if isinstance(e, (TypeError, ValueError)) else f"{type(e).__name__}: {e}"
             raise ConfigError(f"export.{'.'.join(self.path)}: {detail}{where}") from None
@@ -173,15 +174,36 @@ class ExporterConfig:
         """A fresh driver tree: called once per session, so sessions never share driver state. Its
         drivers share `context` (the session's; a context of their own when there is no session)."""
         context = context or DriverContext()
-        children = {name: spec.build(self.uuid, context) for name, spec in self.export.items()}
+        children = _build_all(self.export, self.uuid, context)
         root = Composite().bind(uuid=self.uuid, children=children, description=self.description, context=context)
         for driver, _parent, _name in root.walk():
             if isinstance(driver, Proxy):
                 try:
                     driver.resolve(root, driver.config_path)
                 except ValueError as e:
+                    root.close()
                     raise ConfigError(f"{e} ({driver.config_where})") from None
         return root
+
+
+def _build_all(specs: dict[str, DriverSpec], namespace: uuidlib.UUID, context: DriverContext) -> dict[str, Driver]:
+    """Build siblings in order; when one fails, close those built before it (they may hold files)."""
+    built: dict[str, Driver] = {}
+    try:
+        for name, spec in specs.items():
+            built[name] = spec.build(namespace, context)
+    except BaseException:
+        _close_all(built)
+        raise
+    return built
+
+
+def _close_all(drivers: dict[str, Driver]) -> None:
+    for driver in drivers.values():
+        try:
+            driver.close()
+        except Exception:  # noqa: BLE001 - cleaning up after a failed build; its error is the one to report
+            pass
 
 
 def _entry(data: dict, path: tuple, source: Source) -> DriverSpec:
