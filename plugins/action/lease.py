@@ -54,8 +54,10 @@ class ActionModule(ActionBase):
                     await client.keepalive(held)
                     return {"changed": False, "lease": held, "exporter": current.exporter}
             if self._task.check_mode:  # ask nothing of the scheduler, but still refuse what it would refuse
-                names = {e.name.rsplit("/", 1)[-1] for e in await client.exporters(args["selector"])}
-                if exporter and exporter not in names or not names:
+                from jumpstarter_lab.wire import names
+
+                found = {names.short(e.name) for e in await client.exporters(args["selector"])}
+                if exporter and exporter not in found or not found:
                     raise AnsibleActionFail(f"lease: no exporter {exporter or ''} matching "
                                             f"'{args['selector']}' that this client may lease")
                 return {"changed": True, "lease": "", "msg": f"would lease {exporter or args['selector']}"}

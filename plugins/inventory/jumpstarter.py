@@ -135,9 +135,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 cached = None  # nothing cached yet, or expired
             if isinstance(cached, dict) and cached.get("asked") == asked:
                 return cached["exporters"]
+        from jumpstarter_lab.wire import names  # with_controller has said how to install it if it is missing
+
         found = with_controller(config, lambda client: client.exporters(asked["selector"]),
                                 f"listing exporters from the controller in {config}")
-        exporters = [{"name": exporter.name.rsplit("/", 1)[-1], "labels": dict(exporter.labels),
+        exporters = [{"name": names.short(exporter.name), "labels": dict(exporter.labels),
                       "status": _status_name(exporter.status)} for exporter in found]
         if use_cache:
             self._cache[key] = {"asked": asked, "exporters": exporters}
