@@ -219,7 +219,10 @@ class PacedConsole:
         while True:
             data = self._line.get()
             for i in range(0, len(data), 256):
-                self.console.send(data[i:i + 256])
+                try:
+                    self.console.send(data[i:i + 256])
+                except OSError:  # the test is over and closed the console: the line goes with it
+                    return
                 time.sleep(len(data[i:i + 256]) / self.rate)
 
     def send(self, data: bytes) -> None:
