@@ -7,20 +7,16 @@ from __future__ import annotations
 import os
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.action import JumpstarterAction
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import find_driver, task_exporter
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(JumpstarterAction):
+    MODULE = "jumpstarter.lab.flash"
     _supports_check_mode = True
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=argument_spec("jumpstarter.lab.flash"))
+    def act(self, args: dict, task_vars: dict) -> dict:
         src = self._find_needle("files", args["src"])
         if not os.path.isfile(src):
             raise AnsibleActionFail(f"flash: {src} is not a file")
@@ -29,11 +25,9 @@ class ActionModule(ActionBase):
 
             storage = find_driver(root, args["storage"], labels.STORAGE_MUX, "storage", preferred="storage")
             if self._task.check_mode:
-                result.update(changed=True, msg=f"would flash {src} to {storage.name}")
-                return result
+                return {"changed": True, "msg": f"would flash {src} to {storage.name}"}
             try:
                 outcome = storage.flash(src)
             except Exception as e:  # the library's errors say what the exporter refused and why
                 raise AnsibleActionFail(f"flash {src} to {storage.name}: {e}") from None
-        result.update(changed=True, src=src, storage=args["storage"] or storage.name, **outcome)
-        return result
+        return {"changed": True, "src": src, "storage": args["storage"] or storage.name, **outcome}

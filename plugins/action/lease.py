@@ -5,21 +5,17 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.action import JumpstarterAction
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.controller_client import with_controller
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import require_library, task_options
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(JumpstarterAction):
+    MODULE = "jumpstarter.lab.lease"
     _supports_check_mode = True
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=argument_spec("jumpstarter.lab.lease"))
+    def act(self, args: dict, task_vars: dict) -> dict:
         require_library(AnsibleActionFail)
         from jumpstarter_lab.wire import defaults
 
@@ -32,17 +28,15 @@ class ActionModule(ActionBase):
         config = args["client_config"] or host("jumpstarter_client_config")
         held = host("jumpstarter_lease") or ""
         if args["state"] == "absent":
-            result.update(self._release(config, args["name"] or held))
-        else:
-            exporter = args["exporter"] or self._templar.template(task_vars.get("jumpstarter_exporter"))
-            if not exporter and not args["selector"]:
-                raise AnsibleActionFail("lease: name an exporter or a selector (the host has no jumpstarter_exporter "
-                                        "variable, which the jumpstarter.lab.jumpstarter inventory plugin sets)")
-            if not 0 < args["ttl"] <= defaults.MAX_LEASE_TTL:
-                raise AnsibleActionFail(f"lease: ttl must be between 1 and {defaults.MAX_LEASE_TTL:g} seconds, "
-                                        f"not {args['ttl']}")
-            result.update(self._acquire(config, held, exporter, args))
-        return result
+            return self._release(config, args["name"] or held)
+        exporter = args["exporter"] or self._templar.template(task_vars.get("jumpstarter_exporter"))
+        if not exporter and not args["selector"]:
+            raise AnsibleActionFail("lease: name an exporter or a selector (the host has no jumpstarter_exporter "
+                                    "variable, which the jumpstarter.lab.jumpstarter inventory plugin sets)")
+        if not 0 < args["ttl"] <= defaults.MAX_LEASE_TTL:
+            raise AnsibleActionFail(f"lease: ttl must be between 1 and {defaults.MAX_LEASE_TTL:g} seconds, "
+                                    f"not {args['ttl']}")
+        return self._acquire(config, held, exporter, args)
 
     def _acquire(self, config: str | None, held: str, exporter: str | None, args: dict) -> dict:
         what = f"leasing {exporter or args['selector']}"
