@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from ..wire import defaults, names
+from ..wire.errors import AccessDenied
 from ..wire.protocol import jumpstarter_pb2
 from .auth import Authority
 from .dials import Dials
@@ -78,6 +79,11 @@ class ControllerServicer:
     async def Listen(self, identity, request, context):
         name = names.short(request.lease_name)
         key = (identity.namespace, identity.name)
+        holder = next((exporter for exporter, lease in self.subscriptions.grants.items() if lease.name == name), None)
+        if holder is None:
+            return  # not granted (any more): nothing to listen for
+        if holder != key:  # another exporter's lease: its dials are not this one's to take
+            raise AccessDenied(f"lease {name} is not granted to exporter {identity.namespace}/{identity.name}")
         with self.subscriptions.listening(name) as dials:
             while not context.done():
                 lease = self.subscriptions.grants.get(key)
