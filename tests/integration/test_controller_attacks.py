@@ -63,3 +63,25 @@ def test_an_exporter_cannot_listen_on_another_exporters_lease(lab):
     with connect_lease(alice, lease) as root:  # bench1 still gets the lease's connections
         root.power.on()
         assert root.power.call("status") == "on"
+
+
+def test_a_huge_or_pathological_selector_is_refused_shortly_and_the_controller_serves_on(lab):
+    from jumpstarter_lab.wire.errors import DriverInvalidArgument
+
+    alice = lab.client("alice")
+    lab.exporter("bench1", "board=mock")
+
+    async def scenario():
+        client = ControllerClient(alice)
+        try:
+            for selector in ("a" + " " * 24000 + "!", "board=" + "x" * ((1 << 20) - 16)):
+                with pytest.raises(DriverInvalidArgument) as info:
+                    await client.exporters(selector)
+                assert len(str(info.value)) < 200, str(info.value)[:300]  # never the input echoed back whole
+            with pytest.raises(DriverInvalidArgument, match=r"invalid label selector term 'a +\.\.\.'"):
+                await client.create_lease("a" + " " * 100 + "!", 60)
+            return [e.name for e in await client.exporters("board=mock")]
+        finally:
+            await client.close()
+
+    assert asyncio.run(scenario()) == ["namespaces/default/exporters/bench1"]
