@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from ..wire import defaults, names
-from ..wire.errors import AccessDenied
+from ..wire.errors import AccessDenied, NotAuthenticated
 from ..wire.protocol import jumpstarter_pb2
 from .auth import Authority
 from .dials import Dials
@@ -74,6 +74,9 @@ class ControllerServicer:
                     else:
                         yield jumpstarter_pb2.StatusResponse(leased=False)
                 await self.subscriptions.changed(key, lease, STATUS_WAKE)
+                seen = self.leases.writer.exporters_seen.get(key)
+                if seen is not None and seen.revoked:  # its token was voided since the stream began
+                    raise NotAuthenticated(f"the identity of exporter {identity.namespace}/{identity.name} was revoked")
 
     @rpc("exporter")
     async def Listen(self, identity, request, context):
