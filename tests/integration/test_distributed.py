@@ -156,13 +156,15 @@ def test_capabilities_limit_exporters_and_methods(lab):
     refused = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.on")
     assert "this lease may not call power.on (allowed: power.status, power.read)" in refused.stderr
 
-    async def never_granted(client: ControllerClient):
-        lease = await client.create_lease("board=prod", 60)
-        with pytest.raises(DriverError, match="not granted within"):
-            await client.wait_ready(lease.name, 3)
-        await client.release(lease.name)
+    async def refused(client: ControllerClient):  # it could never be granted: refused, not queued forever
+        with pytest.raises(AccessDenied, match=r"may not lease an exporter matching 'board=prod' "
+                                               r"\(it may lease: board=mock\)"):
+            await client.create_lease("board=prod", 60)
+        with pytest.raises(AccessDenied, match="may not lease secret"):
+            await client.create_lease("", 60, exporter="secret")
+        return [lease.name for lease in await client.leases()]
 
-    run(with_client(carol, never_granted))
+    assert run(with_client(carol, refused)) == []
 
 
 def test_controller_killed_and_restarted_keeps_leases_and_exporters(lab):

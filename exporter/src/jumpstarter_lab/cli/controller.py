@@ -84,7 +84,13 @@ def _authority(args):
     return Authority(Store(db_url(args.db)))
 
 
+def _identity_names(args) -> None:
+    names.check(args.namespace, "namespace")
+    names.check(args.name, f"{args.verb.removeprefix('create-')} name")
+
+
 def cmd_admin_create_client(args) -> int:
+    _identity_names(args)
     capabilities = {}
     if args.allow_exporters:
         capabilities["exporters"] = args.allow_exporters
@@ -99,6 +105,7 @@ def cmd_admin_create_client(args) -> int:
 
 
 def cmd_admin_create_exporter(args) -> int:
+    _identity_names(args)
     token = _authority(args).create("exporter", args.namespace, args.name, _labels(args.label), ttl_days=args.days)
     export = {}
     if args.export_from:

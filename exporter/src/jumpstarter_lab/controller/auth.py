@@ -176,7 +176,11 @@ class Authority:
     def _verify(self, token: str, kind: str) -> Identity:
         claims = self._decode(token, audience(kind), f"{kind} token")
         if claims.get("kind") != kind:
-            raise NotAuthenticated(f"a {claims.get('kind')} token cannot be used as a {kind} token")
+            raise NotAuthenticated(f"a {str(claims.get('kind'))[:20]} token cannot be used as a {kind} token")
+        shapes = {"namespace": str, "name": str, "gen": int}
+        wrong = [claim for claim, shape in shapes.items() if type(claims.get(claim)) is not shape]
+        if wrong:  # signed by us, yet not what we sign: refuse before it reaches the database
+            raise NotAuthenticated(f"{kind} token with malformed claims: {', '.join(wrong)}")
         with self.store.transaction(read_only=True) as conn:
             row = conn.execute(sa.select(identities).where(identities.c.kind == kind,
                                                            identities.c.namespace == claims.get("namespace"),

@@ -57,6 +57,8 @@ class ClientServicer:
             ttl = float(dict(context.invocation_metadata() or ()).get(metadata.LEASE_TTL, SILENT_CLIENT_TTL))
         except ValueError:
             raise DriverInvalidArgument(f"{metadata.LEASE_TTL} must be seconds") from None
+        if request.lease_id:
+            names.check(request.lease_id, "lease_id")
         exporter = names.short(lease.exporter_name) if lease.HasField("exporter_name") else None
         record = await self.leases.create(identity, lease.selector, duration, ttl, 0, request.lease_id or None,
                                           exporter or None)

@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from ..wire import defaults, names
+from ..wire.errors import AccessDenied, NotAuthenticated
 from ..wire.protocol import jumpstarter_pb2
 from .auth import Authority
 from .dials import Dials
@@ -73,11 +74,19 @@ class ControllerServicer:
                     else:
                         yield jumpstarter_pb2.StatusResponse(leased=False)
                 await self.subscriptions.changed(key, lease, STATUS_WAKE)
+                seen = self.leases.writer.exporters_seen.get(key)
+                if seen is not None and seen.revoked:  # its token was voided since the stream began
+                    raise NotAuthenticated(f"the identity of exporter {identity.namespace}/{identity.name} was revoked")
 
     @rpc("exporter")
     async def Listen(self, identity, request, context):
         name = names.short(request.lease_name)
         key = (identity.namespace, identity.name)
+        holder = next((exporter for exporter, lease in self.subscriptions.grants.items() if lease.name == name), None)
+        if holder is None:
+            return  # not granted (any more): nothing to listen for
+        if holder != key:  # another exporter's lease: its dials are not this one's to take
+            raise AccessDenied(f"lease {name} is not granted to exporter {identity.namespace}/{identity.name}")
         with self.subscriptions.listening(name) as dials:
             while not context.done():
                 lease = self.subscriptions.grants.get(key)

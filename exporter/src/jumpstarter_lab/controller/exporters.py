@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ..wire import defaults
 from .auth import Identity
 from .lease_policy import ExporterKey, ExporterSeen
-from .store import Store, exporters, loads, now
+from .store import Store, exporters, identities, loads, now
 
 
 def _key(namespace: str, name: str):
@@ -64,7 +64,8 @@ class Exporters:
     def seen(self, conn, keys: set[ExporterKey] | None = None) -> dict[ExporterKey, ExporterSeen]:
         """The scheduler's view, in `conn`: all exporters (every few seconds), or those in `keys`, by name.
         Labels are parsed only when their text is new. Called on the lease writer's thread only."""
-        query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until)
+        query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until,
+                          _revoked()).select_from(_with_identity())
         if keys is not None:
             query = query.where(sa.tuple_(exporters.c.namespace, exporters.c.name).in_(sorted(keys)))
         rows = conn.execute(query.order_by(exporters.c.name)).all()
@@ -74,12 +75,33 @@ class Exporters:
         for r in rows:
             if r.labels not in self._labels:
                 self._labels[r.labels] = known[r.labels] if r.labels in known else loads(r.labels)
-        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until) for r in rows}
+        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until, revoked=r.revoked)
+                for r in rows}
+
+    @staticmethod
+    def revoked_clients(conn) -> frozenset[ExporterKey]:
+        """(namespace, name) of every client identity an admin revoked."""
+        rows = conn.execute(sa.select(identities.c.namespace, identities.c.name)
+                            .where((identities.c.kind == "client") & identities.c.revoked.is_(True))).all()
+        return frozenset((r.namespace, r.name) for r in rows)
 
     def listing(self, namespace: str) -> list[tuple[str, ExporterSeen]]:
         """Every exporter of a namespace by name, with what it last reported: what clients list."""
         with self.store.transaction(read_only=True) as conn:
             rows = conn.execute(sa.select(exporters.c.name, exporters.c.labels, exporters.c.online_until,
-                                          exporters.c.status, exporters.c.status_message)
+                                          exporters.c.status, exporters.c.status_message, _revoked())
+                                .select_from(_with_identity())
                                 .where(exporters.c.namespace == namespace).order_by(exporters.c.name)).all()
-        return [(r.name, ExporterSeen(loads(r.labels), r.online_until, r.status, r.status_message)) for r in rows]
+        return [(r.name, ExporterSeen(loads(r.labels), r.online_until, r.status, r.status_message, r.revoked))
+                for r in rows]
+
+
+def _with_identity():
+    """Exporters joined to their identities (an exporter registered only with a valid token has one)."""
+    return exporters.outerjoin(identities, (identities.c.kind == "exporter")
+                               & (identities.c.namespace == exporters.c.namespace)
+                               & (identities.c.name == exporters.c.name))
+
+
+def _revoked():
+    return sa.func.coalesce(identities.c.revoked, False).label("revoked")

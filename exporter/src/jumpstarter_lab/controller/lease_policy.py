@@ -24,6 +24,10 @@ ExporterKey = tuple[str, str]  # (namespace, name)
 TTL_LAPSED = "the client stopped renewing the lease"
 DURATION_ENDED = "the lease duration ran out"
 EXPORTER_OFFLINE = "the exporter went offline"
+CLIENT_REVOKED = "the client's identity was revoked"
+EXPORTER_REVOKED = "the exporter's identity was revoked"
+
+Revoked = frozenset  # of (namespace, name): client identities an admin revoked
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,11 @@ class ExporterSeen:
     online_until: float  # the last time it was heard of, plus the grace it has
     status: int = common_pb2.EXPORTER_STATUS_UNSPECIFIED  # what it last reported of itself
     status_message: str = ""
+    revoked: bool = False  # an admin revoked its identity: never online, never granted
 
     def online(self, t: float) -> bool:
-        """The one rule of online-ness: heard of within its grace."""
-        return self.online_until >= t
+        """The one rule of online-ness: heard of within its grace, and not revoked."""
+        return not self.revoked and self.online_until >= t
 
     def status_at(self, t: float, leased: bool) -> int:
         """The ExporterStatus clients are told: offline, leased (LEASE_READY), or what it reported
@@ -64,25 +69,30 @@ def queue_order(lease: LeaseRecord) -> tuple[int, float]:
     return -lease.priority, lease.requested_at
 
 
-def expiry(lease: LeaseRecord, exporters: Mapping[ExporterKey, ExporterSeen], t: float) -> str | None:
+def expiry(lease: LeaseRecord, exporters: Mapping[ExporterKey, ExporterSeen], t: float,
+           revoked_clients: Revoked = frozenset()) -> str | None:
     """Why an active lease has ended by `t`, or None while it holds."""
+    if (lease.namespace, lease.client) in revoked_clients:
+        return CLIENT_REVOKED
     if lease.alive_until < t:
         return TTL_LAPSED
     if lease.state == LeaseState.GRANTED:
         if lease.granted_at + lease.duration < t:
             return DURATION_ENDED
         seen = exporters.get((lease.namespace, lease.exporter))
+        if seen is not None and seen.revoked:
+            return EXPORTER_REVOKED
         if seen is None or not seen.online(t):
             return EXPORTER_OFFLINE
     return None
 
 
 def expiries(leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, ExporterSeen],
-             t: float) -> list[tuple[LeaseRecord, str]]:
+             t: float, revoked_clients: Revoked = frozenset()) -> list[tuple[LeaseRecord, str]]:
     """The active leases that have ended by `t`, each with why."""
     ended = []
     for lease in leases:
-        if lease.active and (reason := expiry(lease, exporters, t)):
+        if lease.active and (reason := expiry(lease, exporters, t, revoked_clients)):
             ended.append((lease, reason))
     return ended
 

@@ -82,8 +82,10 @@ def _write_statements(paramstyle: str) -> tuple[str, str]:
 class Batch:
     """One transaction's working copy: decisions land here and reach memory only after commit."""
 
-    def __init__(self, conn, active: dict[str, LeaseRecord], exporters_seen: dict[ExporterKey, ExporterSeen], t: float):
+    def __init__(self, conn, active: dict[str, LeaseRecord], exporters_seen: dict[ExporterKey, ExporterSeen], t: float,
+                 revoked_clients: frozenset[ExporterKey] = frozenset()):
         self.conn, self.active, self.exporters, self.t = conn, dict(active), exporters_seen, t
+        self.revoked_clients = revoked_clients
         self.changed: dict[str, LeaseRecord] = {}
         self.new: set[str] = set()
 
@@ -110,8 +112,8 @@ class Batch:
             self.put(lease.granted(exporter, self.t))
 
     def expire(self) -> None:
-        """End the leases that lapsed, ran out or lost their exporter."""
-        for lease, reason in lease_policy.expiries(self.active.values(), self.exporters, self.t):
+        """End the leases that lapsed, ran out, lost their exporter or whose client or exporter was revoked."""
+        for lease, reason in lease_policy.expiries(self.active.values(), self.exporters, self.t, self.revoked_clients):
             self.put(lease.ended(LeaseState.EXPIRED, self.t, reason))
 
 
@@ -126,6 +128,7 @@ class LeaseWriter:
         self.store, self.exporters = store, exporters
         self.active: dict[str, LeaseRecord] = {}  # queued and granted leases; replaced whole after each commit
         self.exporters_seen: dict[ExporterKey, ExporterSeen] = {}
+        self.revoked_clients: frozenset[ExporterKey] = frozenset()  # read with all the exporters, every few seconds
         self.seen = 0  # the lease clock value this replica has read up to
         self.on_change: Callable[[], None] = lambda: None  # called when the grants changed
         self._pending: list[tuple[Op, Refresh, asyncio.Future]] = []
@@ -143,6 +146,7 @@ class LeaseWriter:
             self.active = {row.name: record_from_row(row)
                            for row in conn.execute(sa.select(leases).where(leases.c.state.in_(ACTIVE_STATES)))}
             self.exporters_seen = self.exporters.seen(conn)
+            self.revoked_clients = self.exporters.revoked_clients(conn)
 
     def _merge(self, active: dict[str, LeaseRecord], conn) -> dict[str, LeaseRecord]:
         """Fold in the rows other replicas wrote since this one last read."""
@@ -168,6 +172,7 @@ class LeaseWriter:
     def _read_exporters(self, batch: Batch, refreshes: list[Refresh]) -> None:
         if any(keys is True for keys in refreshes):
             batch.exporters = self.exporters.seen(batch.conn)
+            batch.revoked_clients = self.exporters.revoked_clients(batch.conn)
         elif keys := set().union(*(keys for keys in refreshes if keys)):
             batch.exporters = {**batch.exporters, **self.exporters.seen(batch.conn, keys)}
 
@@ -175,7 +180,7 @@ class LeaseWriter:
         """Run a batch of changes in one transaction (on the writer thread); per-op results or errors."""
         with self.store.transaction() as conn:
             seq = self._tick(conn)
-            batch = Batch(conn, self._merge(self.active, conn), self.exporters_seen, now())
+            batch = Batch(conn, self._merge(self.active, conn), self.exporters_seen, now(), self.revoked_clients)
             self._read_exporters(batch, refreshes)
             results = []
             for op in ops:
@@ -194,6 +199,7 @@ class LeaseWriter:
                 conn.exec_driver_sql(insert, inserts)
         # Committed: now memory may show it.
         self.active, self.exporters_seen, self.seen = batch.active, batch.exporters, seq
+        self.revoked_clients = batch.revoked_clients
         # A lease an op returned may have been granted or expired by the rest of the batch.
         return [lease_policy.shown(batch.changed.get(r.name, r), batch.active.values(), batch.exporters)
                 if isinstance(r, LeaseRecord) else r for r in results]

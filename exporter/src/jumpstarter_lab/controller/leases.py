@@ -26,6 +26,18 @@ from .store import Store
 SILENT_CLIENT_TTL = 30.0
 
 
+def _refuse_forbidden(lease: LeaseRecord, batch: Batch) -> None:
+    """A request whose every matching exporter the client's capabilities forbid would wait forever:
+    refuse it now (one no exporter matches yet may wait for one to register)."""
+    if not lease.allowed:
+        return
+    matching = [seen.labels for (namespace, exporter), seen in batch.exporters.items()
+                if namespace == lease.namespace and lease_policy.wants(lease, exporter, seen.labels)]
+    if matching and not any(lease_policy.allows(lease.allowed, labels) for labels in matching):
+        wanted = lease.exporter_name or f"an exporter matching '{lease.selector}'"
+        raise AccessDenied(f"this client may not lease {wanted} (it may lease: {', '.join(lease.allowed)})")
+
+
 def _owned(lease: LeaseRecord | None, identity: Identity, name: str) -> LeaseRecord:
     if lease is None or lease.namespace != identity.namespace:
         raise MethodNotFound(f"no lease {name}")
@@ -114,6 +126,7 @@ class Leases:
                                 ended_at=None, duration=duration, ttl=ttl, alive_until=batch.t + ttl, epoch=0,
                                 reason="", priority=priority, exporter_name=exporter_name,
                                 allowed=identity.allowed_exporters)
+            _refuse_forbidden(lease, batch)
             batch.put(lease, new=True)
             return lease
 

@@ -45,9 +45,11 @@ class Router:
             try:
                 await asyncio.wait_for(meeting.arrived.wait(), self._deadline)
             except asyncio.TimeoutError:
-                self._meetings.pop(key, None)
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                     f"the other side of lease {claims.get('lease')} did not arrive in {self._deadline:g}s")
+            finally:  # met, timed out or cancelled (this side went away): the meeting is no longer waited at
+                if self._meetings.get(key) is meeting:
+                    del self._meetings[key]
             await meeting.done.wait()  # the second side's handler copies both ways
             return
         if meeting.arrived.is_set():

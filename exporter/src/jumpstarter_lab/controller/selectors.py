@@ -7,23 +7,40 @@ import re
 
 from ..wire.errors import DriverInvalidArgument
 
-_TERM = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_./:-]*))?\s*$")
+MAX_LENGTH = 4096  # characters of a selector; a lab's are tens
+_KEY = re.compile(r"[A-Za-z0-9_./-]+")
+_VALUE = re.compile(r"[A-Za-z0-9_./:-]*")
 
 
 @functools.lru_cache(maxsize=4096)
 def parse(selector: str) -> tuple[tuple[str, str, str | None], ...]:
-    """((key, op, value), ...) with op one of =, !=, exists, !exists (parsed once per distinct text)."""
+    """((key, op, value), ...) with op one of =, !=, exists, !exists (parsed once per distinct text).
+
+    Linear in the selector's length (no pattern that can backtrack), at most MAX_LENGTH characters;
+    an error quotes the bad term, shortened."""
+    selector = selector or ""
+    if len(selector) > MAX_LENGTH:
+        raise DriverInvalidArgument(f"label selector of {len(selector)} characters: at most {MAX_LENGTH}")
     terms = []
-    for part in filter(None, (p.strip() for p in (selector or "").split(","))):
-        match = _TERM.match(part)
-        if not match:
-            raise DriverInvalidArgument(f"invalid label selector term '{part}' (expected key=value, key!=value or key)")
-        negated, key, op, value = match.groups()
-        if op is None:
-            terms.append((key, "!exists" if negated else "exists", None))
-        else:
-            terms.append((key, "!=" if op == "!=" else "=", value))
+    for part in filter(None, (p.strip() for p in selector.split(","))):
+        term = _term(part)
+        if term is None:
+            shown = part if len(part) <= 60 else part[:57] + "..."
+            raise DriverInvalidArgument(f"invalid label selector term {shown!r} "
+                                        "(expected key=value, key!=value, key or !key)")
+        terms.append(term)
     return tuple(terms)
+
+
+def _term(part: str) -> tuple[str, str, str | None] | None:
+    for op, meaning in (("!=", "!="), ("==", "="), ("=", "=")):
+        key, found, value = part.partition(op)
+        if found:
+            key, value = key.strip(), value.strip()
+            return (key, meaning, value) if _KEY.fullmatch(key) and _VALUE.fullmatch(value) else None
+    negated = part.startswith("!")
+    key = part[1:].strip() if negated else part
+    return (key, "!exists" if negated else "exists", None) if _KEY.fullmatch(key) else None
 
 
 def matches(selector: str, labels: dict[str, str]) -> bool:

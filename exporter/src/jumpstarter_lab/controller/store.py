@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
+
+from ..wire.errors import ConfigError
 
 metadata = sa.MetaData()
 
@@ -106,8 +111,47 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one 
 }
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for an in-memory database or another engine)."""
+    if not url.startswith("sqlite"):
+        return None
+    database = sa.engine.make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def secure_sqlite_file(path: Path) -> None:
+    """The database holds the key that signs every token: it must be this user's alone.
+
+    A new database is created 0600 (its -wal and -shm files take the same mode) in a directory
+    made 0700; an existing one that others may read, or that sits in a directory others may
+    write, is refused with the command that fixes it, as ssh refuses a readable key."""
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    where = directory.stat()
+    if where.st_mode & 0o022 and not where.st_mode & stat.S_ISVTX:
+        raise ConfigError(f"{directory} may be written by other users (mode {stat.filemode(where.st_mode)}), who could "
+                          f"replace the controller's database {path.name}; keep it in a directory only you may "
+                          f"write (chmod go-w {directory})")
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            info = file.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid != os.geteuid():
+            raise ConfigError(f"{file} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})")
+        if info.st_mode & 0o077:
+            raise ConfigError(f"{file} may be read by other users (mode {stat.filemode(info.st_mode)}); it holds the "
+                              f"key that signs every token: chmod 600 {file}")
+
+
 def engine_for(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            secure_sqlite_file(path)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -38,6 +38,13 @@ class Subscriptions:
                 if waiter:
                     waiter.set()
 
+    def _wake_revoked(self) -> None:
+        """Wake the Status streams of connected exporters whose identity was revoked: they end."""
+        seen = self.leases.writer.exporters_seen
+        for key in list(self.connected):
+            if key in seen and seen[key].revoked and (waiter := self._waiters.pop(key, None)):
+                waiter.set()
+
     def poke(self) -> None:
         """Something changed here: refresh now rather than at the next tick."""
         self._poked.set()
@@ -80,6 +87,7 @@ class Subscriptions:
                     beat = loop.time()
                     await asyncio.to_thread(self.leases.exporters.heartbeat_many, set(self.connected))
                     await self.leases.schedule()  # expire what lapsed, see exporters other replicas serve
+                    self._wake_revoked()
                 for lease, endpoint, token in await asyncio.to_thread(self.dials.take, list(self.listeners)):
                     queue = self.listeners.get(lease)
                     if queue is not None:

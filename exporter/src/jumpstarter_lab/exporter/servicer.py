@@ -112,7 +112,13 @@ class ExporterServicer:
 
     async def Reset(self, request, context):
         session = self.sessions.for_context(context)
-        await asyncio.to_thread(session.root.reset)
+        try:  # a reset acts on every driver (a Ykush's switches its ports' power): each must be allowed
+            for uuid in session.drivers:
+                if uuid != str(session.root.uuid):
+                    session.check_allowed(uuid, "reset")
+            await asyncio.to_thread(session.root.reset)
+        except Exception as e:
+            await _abort(context, e, "reset")
         return jumpstarter_pb2.ResetResponse()
 
     async def GetStatus(self, request, context):

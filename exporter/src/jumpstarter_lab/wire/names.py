@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
-from .errors import DriverNotFound
+from .errors import DriverInvalidArgument, DriverNotFound
+
+MAX_NAME = 253
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+
+
+def check(name: str, what: str) -> str:
+    """`name` if it can be a namespace, lease, exporter or client name (as a Kubernetes object's:
+    letters, digits, '-', '_', '.', starting and ending with a letter or digit, at most 253
+    characters; never a '/', which would make its resource name unreadable); else
+    DriverInvalidArgument saying so."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = repr(name if not isinstance(name, str) or len(name) <= 40 else name[:37] + "...")
+        raise DriverInvalidArgument(f"{what} {shown} is not a valid name: letters, digits, '-', '_' and '.', "
+                                    f"starting and ending with a letter or digit, at most {MAX_NAME} characters")
+    return name
 
 
 def namespace(ns: str) -> str:
