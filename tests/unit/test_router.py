@@ -35,6 +35,7 @@ def test_a_meeting_whose_first_side_leaves_is_forgotten():
 def test_a_meeting_nobody_joins_ends_at_its_deadline_and_is_forgotten():
     async def scenario():
         router = Router(verify=lambda token: {"jti": token, "lease": "l1"}, deadline=0.1)
+        message = "it did not end"
         try:
             await router.Stream(None, _Side("t2"))
         except RuntimeError as e:

@@ -178,7 +178,8 @@ class Authority:
         if claims.get("kind") != kind:
             raise NotAuthenticated(f"a {str(claims.get('kind'))[:20]} token cannot be used as a {kind} token")
         shapes = {"namespace": str, "name": str, "gen": int}
-        wrong = [claim for claim, shape in shapes.items() if type(claims.get(claim)) is not shape]
+        wrong = [claim for claim, shape in shapes.items()
+                 if not isinstance(claims.get(claim), shape) or isinstance(claims.get(claim), bool)]
         if wrong:  # signed by us, yet not what we sign: refuse before it reaches the database
             raise NotAuthenticated(f"{kind} token with malformed claims: {', '.join(wrong)}")
         with self.store.transaction(read_only=True) as conn:
