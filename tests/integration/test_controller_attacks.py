@@ -49,15 +49,7 @@ def test_an_exporter_cannot_listen_on_another_exporters_lease(lab):
     lab.exporter("bench1", "board=mock")
     intruder = exporter_token(lab, "bench2")
 
-    async def take():
-        client = ControllerClient(alice)
-        try:
-            lease = await client.create_lease("board=mock", 600, ttl=60)
-            return (await client.wait_ready(lease.name, 30)).name
-        finally:
-            await client.close()
-
-    lease = asyncio.run(take())
+    lease = asyncio.run(_take(alice, "board=mock"))
     for _attempt in range(3):
         assert asyncio.run(listen_as(lab, intruder, "bench2", lease)) == grpc.StatusCode.PERMISSION_DENIED
     with connect_lease(alice, lease) as root:  # bench1 still gets the lease's connections
@@ -98,14 +90,6 @@ def test_revocation_ends_open_leases_and_takes_an_exporter_out_of_scheduling(lab
     lab.exporter("bench1", "board=mock", "slot=1")
     bench2 = lab.exporter("bench2", "board=mock", "slot=2")
 
-    async def lease(selector: str) -> str:
-        client = ControllerClient(alice)
-        try:
-            created = await client.create_lease(selector, 600, ttl=60)
-            return (await client.wait_ready(created.name, 30)).name
-        finally:
-            await client.close()
-
     async def exporters() -> dict:
         client = ControllerClient(alice)
         try:
@@ -125,7 +109,7 @@ def test_revocation_ends_open_leases_and_takes_an_exporter_out_of_scheduling(lab
         asyncio.run(_wait(alice, asyncio.run(_create(alice, "slot=2")), 3))
 
     # A client revoked while it holds a lease and is connected through it.
-    name = asyncio.run(lease("slot=1"))
+    name = asyncio.run(_take(alice, "slot=1"))
     with connect_lease(alice, name) as root:
         root.power.on()
         start = time.monotonic()
