@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -82,7 +83,6 @@ def test_a_huge_or_pathological_selector_is_refused_shortly_and_the_controller_s
 def test_revocation_ends_open_leases_and_takes_an_exporter_out_of_scheduling(lab):
     """`admin revoke` ends what is already open: a revoked client's lease and connections, a revoked
     exporter's place in scheduling and its Status stream, within the trust window (printed)."""
-    import time
 
     from jumpstarter_lab.wire.errors import DriverError
 
@@ -244,3 +244,40 @@ async def _release(config, name: str) -> None:
         await client.release(name)
     finally:
         await client.close()
+
+
+def test_dials_a_lease_has_not_completed_are_bounded(lab):
+    """Each Dial makes the lease's exporter open a connection to the router until both sides meet (or the
+    meeting deadline passes): a client dialing without connecting is refused after 32, and the exporter's
+    file descriptors stay bounded (300 Dials in a second took it from 16 to 616 fds)."""
+    import os
+
+    from jumpstarter_lab.wire.errors import Busy
+
+    alice = lab.client("alice")
+    exporter = lab.exporter("bench1", "board=mock")
+    name = asyncio.run(_take(alice, "board=mock"))
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{exporter.process.pid}/fd"))
+
+    before = fds()
+
+    async def flood():
+        client = ControllerClient(alice)
+        granted, refused = 0, None
+        try:
+            for _dial in range(300):
+                try:
+                    await client.dial(name)
+                    granted += 1
+                except Busy as e:
+                    refused = str(e)
+        finally:
+            await client.close()
+        return granted, refused
+
+    granted, refused = asyncio.run(flood())
+    assert granted == 32 and "the most it may have" in refused
+    time.sleep(2)  # the exporter's bridges for the granted dials are up by now
+    assert fds() <= before + 32 * 4, (before, fds())

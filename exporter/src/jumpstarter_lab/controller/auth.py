@@ -205,11 +205,12 @@ class Authority:
 
     # --- router ---------------------------------------------------------------------------
 
-    def router_token(self, lease: str, epoch: int, client: str, capabilities: dict, ttl: float = 60) -> str:
+    def router_token(self, lease: str, epoch: int, client: str, capabilities: dict, ttl: float = 60,
+                     jti: str | None = None) -> str:
         issued = int(now())
         return self._sign({"iss": ISSUER, "aud": ROUTER_AUDIENCE, "sub": f"lease:{lease}", "lease": lease,
                            "epoch": epoch, "client": client, "capabilities": capabilities,
-                           "iat": issued, "exp": issued + int(ttl), "jti": str(uuid.uuid4())})
+                           "iat": issued, "exp": issued + int(ttl), "jti": jti or str(uuid.uuid4())})
 
     def verify_router(self, token: str) -> dict:
         return self._decode(token, ROUTER_AUDIENCE, "router token")

@@ -17,6 +17,7 @@ from .auth import Authority
 from .dials import Dials
 from .lease_record import LeaseState
 from .leases import Leases
+from .router import Router
 from .rpc import lease_message, rpc
 from .subscriptions import Subscriptions
 
@@ -27,9 +28,9 @@ STATUS_WAKE = 5.0  # seconds a Status stream waits for a change of grant before 
 
 class ControllerServicer:
     def __init__(self, authority: Authority, leases: Leases, dials: Dials, subscriptions: Subscriptions,
-                 router_endpoint: str):
+                 router: Router, router_endpoint: str):
         self.authority, self.leases, self.dials = authority, leases, dials
-        self.subscriptions, self.router_endpoint = subscriptions, router_endpoint
+        self.subscriptions, self.router, self.router_endpoint = subscriptions, router, router_endpoint
 
     # --- exporters ------------------------------------------------------------------------
 
@@ -111,7 +112,8 @@ class ControllerServicer:
         if lease.state != LeaseState.GRANTED:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"lease {lease.name} is {lease.state}, not ready: {lease.reason or 'waiting'}")
-        token = self.authority.router_token(lease.name, lease.epoch, identity.name, identity.capabilities)
+        jti = self.router.expect(lease.name)  # Busy when too many of this lease's dials are still being set up
+        token = self.authority.router_token(lease.name, lease.epoch, identity.name, identity.capabilities, jti=jti)
         await asyncio.to_thread(self.dials.add, lease.name, self.router_endpoint, token)
         self.subscriptions.poke()
         return jumpstarter_pb2.DialResponse(router_endpoint=self.router_endpoint, router_token=token)

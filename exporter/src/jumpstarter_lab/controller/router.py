@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 
 import grpc
 
 from ..wire import metadata
+from ..wire.errors import Busy
 from ..wire.protocol import router_pb2
 
 logger = logging.getLogger(__name__)
@@ -25,11 +28,29 @@ class _Meeting:
         self.done = asyncio.Event()
 
 
+MAX_PENDING_DIALS = 32  # dials of one lease whose two sides have not met yet
+
+
 class Router:
     def __init__(self, verify, deadline: float = 30.0):
         self._verify = verify
         self._deadline = deadline
         self._meetings: dict[str, _Meeting] = {}
+        self._expected: dict[str, tuple[str, float]] = {}  # router token jti -> (lease, until when it may meet)
+
+    def expect(self, lease: str) -> str:
+        """Book a dial of `lease`: the jti its router token is to carry. Busy when the lease already has
+        MAX_PENDING_DIALS whose sides have not met: each costs its exporter a connection until they do,
+        or until the meeting deadline."""
+        now = time.monotonic()
+        self._expected = {jti: entry for jti, entry in self._expected.items() if entry[1] > now}
+        pending = sum(1 for booked, _until in self._expected.values() if booked == lease)
+        if pending >= MAX_PENDING_DIALS:
+            raise Busy(f"lease {lease} has {pending} connections being set up, the most it may have; "
+                       f"try again when they are through (at most {self._deadline:g}s)")
+        jti = str(uuid.uuid4())
+        self._expected[jti] = (lease, now + self._deadline * 2)  # time to reach the router, then to meet
+        return jti
 
     async def Stream(self, request_iterator, context):
         token = metadata.bearer(context.invocation_metadata())
@@ -56,6 +77,7 @@ class Router:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "this router token was already used by both sides")
         meeting.arrived.set()
         self._meetings.pop(key, None)
+        self._expected.pop(key, None)
         try:
             await _splice(meeting.peer, context)
         finally:

@@ -44,10 +44,11 @@ class Controller:
             raise ConfigError(f"cannot listen on {address}")
         endpoint = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
         subscriptions = Subscriptions(self.leases, self.dials)
+        router = Router(self.authority.verify_router)
         jumpstarter_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerServicer(self.authority, self.leases, self.dials, subscriptions, endpoint), server)
+            ControllerServicer(self.authority, self.leases, self.dials, subscriptions, router, endpoint), server)
         client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases), server)
-        router_pb2_grpc.add_RouterServiceServicer_to_server(Router(self.authority.verify_router), server)
+        router_pb2_grpc.add_RouterServiceServicer_to_server(router, server)
         await server.start()
         writer = asyncio.ensure_future(self.leases.run())
         ticker = asyncio.ensure_future(subscriptions.run())

@@ -53,6 +53,10 @@ class NotAuthenticated(DriverError, PermissionError):
     pass
 
 
+class Busy(DriverError):
+    """Refused for now: a bound on what one lease or client may hold open was reached."""
+
+
 class DriverNotFound(JumpstarterLabError, LookupError):
     """A dotted driver path names no driver of the tree."""
 
@@ -68,6 +72,7 @@ class MissingClient(JumpstarterLabError, ImportError):
 # Exporter side: exception type -> status code. Order matters: first match wins.
 _STATUS_FOR_EXCEPTION: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (MethodNotFound, grpc.StatusCode.NOT_FOUND),
+    (Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -78,6 +83,7 @@ _STATUS_FOR_EXCEPTION: list[tuple[type[BaseException], grpc.StatusCode]] = [
 # Client side: status code -> exception type.
 _EXCEPTION_FOR_STATUS: dict[grpc.StatusCode, type[DriverError]] = {
     grpc.StatusCode.NOT_FOUND: MethodNotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Busy,
     grpc.StatusCode.UNIMPLEMENTED: DriverNotImplemented,
     grpc.StatusCode.INVALID_ARGUMENT: DriverInvalidArgument,
     grpc.StatusCode.DEADLINE_EXCEEDED: DriverTimeout,
