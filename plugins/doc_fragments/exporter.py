@@ -68,4 +68,13 @@ options:
     default: []
     vars:
       - name: jumpstarter_allow
+  jumpstarter_pins:
+    description:
+      - Load driver client code only from these distributions, each matching its digest (C(sha256:...)), as
+        printed by C(jumpstarter-lab drivers pins) on a host whose installation you trust.
+      - Added to the C(drivers.pins) of O(jumpstarter_client_config). Unset, no digest is checked.
+    type: dict
+    default: {}
+    vars:
+      - name: jumpstarter_pins
 """

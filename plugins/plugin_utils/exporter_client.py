@@ -11,7 +11,6 @@ from ansible.plugins.loader import connection_loader
 
 try:
     from jumpstarter_lab.client import Allowlist, ClientConfig, connect, connect_lease
-    from jumpstarter_lab.client.allowlist import DEFAULT_ALLOW
     from jumpstarter_lab.wire.errors import DriverNotFound, JumpstarterLabError
 except ImportError as e:  # the controller's Python lacks the library
     IMPORT_ERROR: Exception | None = e
@@ -71,6 +70,7 @@ def exporter(get_option, timeout: float):
     require_library()
     key = exporter_key(get_option)
     extra = list(get_option("jumpstarter_allow") or [])
+    pins = dict(get_option("jumpstarter_pins") or {})
     try:
         if get_option("jumpstarter_lease"):
             config_path = get_option("jumpstarter_client_config")
@@ -78,11 +78,11 @@ def exporter(get_option, timeout: float):
                 raise AnsibleConnectionFailure(f"{key}: jumpstarter_client_config names no client config to reach "
                                                "the controller with")
             config = ClientConfig.load(config_path)
-            allow = Allowlist([*DEFAULT_ALLOW, *config.allow, *extra])
+            allow = config.allowlist(extra, pins)
             manager = connect_lease(config, get_option("jumpstarter_lease"), allow=allow, timeout=timeout)
         else:
             session = get_option("jumpstarter_session") or f"ansible-{get_option('inventory_hostname') or ''}"
-            manager = connect(key, allow=Allowlist([*DEFAULT_ALLOW, *extra]), tls_ca=get_option("jumpstarter_tls_ca"),
+            manager = connect(key, allow=Allowlist(extra, pins=pins), tls_ca=get_option("jumpstarter_tls_ca"),
                               insecure=get_option("jumpstarter_insecure"), session=session, timeout=timeout)
         with manager as root:
             yield root

@@ -13,8 +13,9 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import FIXTURES, STANDARD_EXPORT, subprocess_env, wait_for
+from helpers import CLI, FIXTURES, STANDARD_EXPORT, subprocess_env, wait_for
 from jumpstarter_lab.client import Allowlist, UnavailableClient, connect
 from jumpstarter_lab.wire.errors import (
     ClientNotAllowed,
@@ -163,6 +164,26 @@ def test_client_class_outside_allowlist_is_refused_and_never_imported(recorder):
     with connect(recorder.address, allow=TRUST_FIXTURES) as root:
         assert type(root.rec).__name__ == "RecorderClient"
 
+
+
+def test_pinned_clients_from_drivers_pins(standard):
+    """`drivers pins` prints what a client config's drivers.pins takes; a wrong pin makes only that driver
+    unavailable, naming the digest it found."""
+    printed = subprocess.run([CLI, "drivers", "pins"], capture_output=True, text=True, timeout=60, check=True)
+    pins = yaml.safe_load(printed.stdout)["drivers"]["pins"]
+    assert {"jumpstarter-lab-driver-power", "jumpstarter-lab-driver-network"} <= set(pins)
+    with connect(standard.address, allow=Allowlist(pins=pins)) as root:
+        root.power.on()
+        assert root.power.call("status") == "on"
+    wrong = "sha256:" + "0" * 64
+    tree = subprocess.run([CLI, "tree", "--host", standard.address, "--pin", f"jumpstarter-lab-driver-power={wrong}",
+                           *[f"--pin={name}={value}" for name, value in pins.items() if "power" not in name]],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert f"does not match its pin: its files hash to {pins['jumpstarter-lab-driver-power']}" in tree.stdout
+    assert tree.stdout.count("unavailable") == 1  # echo and serial still load
+    bad = subprocess.run([CLI, "tree", "--host", standard.address, "--pin", "power=md5:1"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "'power=md5:1': expected DISTRIBUTION=sha256:<64 hex digits>" in bad.stderr
 
 # Speaks just enough HTTP/2 to see whether the exporter answers: a refused peer gets EOF.
 PROBE = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 
 from ..client import Allowlist
@@ -29,12 +30,22 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true", help="connect over TCP without TLS")
     parser.add_argument("--allow", action="append", metavar="PATTERN",
                         help="also allow driver client packages matching PATTERN (repeatable)")
+    parser.add_argument("--pin", action="append", metavar="DISTRIBUTION=sha256:HEX", type=parse_pin,
+                        help="load driver clients only from pinned distributions with these digests "
+                             "(repeatable; see `drivers pins`)")
     parser.add_argument("--session", help=f"join a named session (default: ${ENV_SESSION}, else per connection)")
+
+
+def parse_pin(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not (sep and name and re.fullmatch(r"sha256:[0-9a-f]{64}", value)):
+        raise argparse.ArgumentTypeError(f"'{text}': expected DISTRIBUTION=sha256:<64 hex digits>")
+    return name, value
 
 
 def connect_kwargs(args) -> dict:
     """connect()'s keywords from the connection options."""
-    return dict(allow=Allowlist(list(Allowlist().patterns) + (args.allow or [])), tls_ca=args.tls_ca,
+    return dict(allow=Allowlist(args.allow, pins=dict(args.pin or ())), tls_ca=args.tls_ca,
                 insecure=args.insecure, session=args.session)
 
 

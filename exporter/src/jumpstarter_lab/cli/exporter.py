@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import yaml
+
+from ..client import provenance
 from ..driver.registry import driver_entry_points
 from ..exporter import Exporter, Listen, load, parse_address
 from .common import with_signals
@@ -48,6 +51,10 @@ def cmd_exporter_check(args) -> int:
 
 
 def cmd_drivers(args) -> int:
+    if args.verb == "pins":
+        pins = {name: provenance.digest(name) for name in provenance.client_distributions()}
+        print(yaml.safe_dump({"drivers": {"pins": pins}}, sort_keys=False), end="")
+        return 0
     for name, entry in sorted(driver_entry_points().items()):
         print(f"{name}  ->  {entry.value}")
     return 0
@@ -71,5 +78,8 @@ def add_parsers(sub) -> None:
     check.add_argument("--config", required=True)
     check.set_defaults(func=cmd_exporter_check)
 
-    drivers = sub.add_parser("drivers", help="list the driver types this installation knows")
+    drivers = sub.add_parser("drivers", help="list the driver types this installation knows, or pin its clients")
+    drivers.add_argument("verb", nargs="?", choices=["list", "pins"], default="list",
+                         help="list: driver types and classes; pins: the digests of the installed driver client "
+                              "distributions, as a client config's drivers.pins")
     drivers.set_defaults(func=cmd_drivers)

@@ -9,6 +9,7 @@ import yaml
 
 from ..wire.documents import API_VERSION, parse_yaml, read_document, validate
 from ..wire.errors import ConfigError
+from .allowlist import Allowlist
 
 ENV_CLIENT_CONFIG = "JMP_CLIENT_CONFIG"  # the same variable upstream's client reads
 
@@ -24,8 +25,11 @@ CLIENT_SCHEMA = {
         "token": {"type": "string", "minLength": 1},
         "tls": {"type": "object", "properties": {"ca": {"type": "string"}, "insecure": {"type": "boolean"}},
                 "additionalProperties": False},
-        "drivers": {"type": "object", "properties": {"allow": {"type": "array", "items": {"type": "string"}},
-                                                     "unsafe": {"type": "boolean"}}},
+        "drivers": {"type": "object", "additionalProperties": False, "properties": {
+            "allow": {"type": "array", "items": {"type": "string"}},
+            "unsafe": {"type": "boolean"},
+            "pins": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}},
+        }},
         "grpcOptions": {"type": ["object", "null"]},
         "shell": {"type": "object"},
         "leases": {"type": "object"},
@@ -45,6 +49,8 @@ class ClientConfig:
     token: str
     tls: dict = field(default_factory=dict)
     allow: list[str] = field(default_factory=list)
+    unsafe: bool = False
+    pins: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> ClientConfig:
@@ -52,15 +58,21 @@ class ClientConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a ClientConfig mapping")
         validate(data, CLIENT_SCHEMA, source)
+        drivers = data.get("drivers") or {}
         return cls(name=data["metadata"]["name"], namespace=data["metadata"].get("namespace", "default"),
                    endpoint=data["endpoint"], token=data["token"], tls=data.get("tls") or {},
-                   allow=(data.get("drivers") or {}).get("allow") or [])
+                   allow=drivers.get("allow") or [], unsafe=bool(drivers.get("unsafe")), pins=drivers.get("pins") or {})
+
+    def allowlist(self, extra: list[str] | None = None, pins: dict[str, str] | None = None) -> Allowlist:
+        """The driver allowlist this config asks for, with `extra` patterns and `pins`."""
+        return Allowlist([*self.allow, *(extra or [])], pins={**self.pins, **(pins or {})}, unsafe=self.unsafe)
 
     def dump(self) -> str:
         return yaml.safe_dump({"apiVersion": API_VERSION, "kind": "ClientConfig",
                                "metadata": {"namespace": self.namespace, "name": self.name},
                                "endpoint": self.endpoint, "token": self.token, "tls": self.tls,
-                               "drivers": {"allow": self.allow}}, sort_keys=False)
+                               "drivers": {"allow": self.allow, "unsafe": self.unsafe,
+                                           **({"pins": self.pins} if self.pins else {})}}, sort_keys=False)
 
 
 def load_client_config(path: str | Path | None) -> ClientConfig:

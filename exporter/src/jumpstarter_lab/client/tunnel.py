@@ -15,7 +15,7 @@ from ..wire.errors import DriverError, ExporterNotReady
 from ..wire.frames import CallFrames
 from ..wire.metadata import bearer_metadata
 from ..wire.protocol import router_pb2_grpc
-from .allowlist import DEFAULT_ALLOW, Allowlist
+from .allowlist import Allowlist
 from .config import ClientConfig
 from .connect import connect_async
 from .controller import ControllerClient
@@ -76,7 +76,7 @@ async def connect_lease_async(config: ClientConfig, lease: str, *, allow: Allowl
         status = await client.get_lease(lease)
         if not status.ready:
             raise ExporterNotReady(f"lease {lease} is not granted: {status.message or 'ended'}")
-        allow = allow if allow is not None else Allowlist([*DEFAULT_ALLOW, *config.allow])
+        allow = allow if allow is not None else config.allowlist()
         async with lease_socket(client, lease) as path, \
                 connect_async(path, allow=allow, timeout=timeout, portal=portal) as root:
             yield root
