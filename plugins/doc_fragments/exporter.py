@@ -55,6 +55,24 @@ options:
     type: path
     vars:
       - name: jumpstarter_tls_ca
+  jumpstarter_tls_cert:
+    description:
+      - Client certificate to present to a standalone exporter that requires mutual TLS (started with
+        C(--tls-client-ca)); needs O(jumpstarter_tls_key).
+    type: path
+    vars:
+      - name: jumpstarter_tls_cert
+  jumpstarter_tls_key:
+    description: Private key of O(jumpstarter_tls_cert).
+    type: path
+    vars:
+      - name: jumpstarter_tls_key
+  jumpstarter_token_file:
+    description:
+      - File (mode 0600) holding the client token of a standalone exporter started with C(--token-file).
+    type: path
+    vars:
+      - name: jumpstarter_token_file
   jumpstarter_insecure:
     description: Connect to a C(HOST:PORT) exporter without TLS; only for exporters started with C(--insecure).
     type: bool

@@ -83,7 +83,9 @@ def exporter(get_option, timeout: float):
         else:
             session = get_option("jumpstarter_session") or f"ansible-{get_option('inventory_hostname') or ''}"
             manager = connect(key, allow=Allowlist(extra, pins=pins), tls_ca=get_option("jumpstarter_tls_ca"),
-                              insecure=get_option("jumpstarter_insecure"), session=session, timeout=timeout)
+                              insecure=get_option("jumpstarter_insecure"), tls_cert=get_option("jumpstarter_tls_cert"),
+                              tls_key=get_option("jumpstarter_tls_key"), token_file=get_option("jumpstarter_token_file"),
+                              session=session, timeout=timeout)
         with manager as root:
             yield root
     except JumpstarterLabError as e:

@@ -165,7 +165,6 @@ def test_client_class_outside_allowlist_is_refused_and_never_imported(recorder):
         assert type(root.rec).__name__ == "RecorderClient"
 
 
-
 def test_pinned_clients_from_drivers_pins(standard):
     """`drivers pins` prints what a client config's drivers.pins takes; a wrong pin makes only that driver
     unavailable, naming the digest it found."""
@@ -184,6 +183,7 @@ def test_pinned_clients_from_drivers_pins(standard):
     bad = subprocess.run([CLI, "tree", "--host", standard.address, "--pin", "power=md5:1"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "'power=md5:1': expected DISTRIBUTION=sha256:<64 hex digits>" in bad.stderr
+
 
 # Speaks just enough HTTP/2 to see whether the exporter answers: a refused peer gets EOF.
 PROBE = """

@@ -16,12 +16,18 @@ from pathlib import Path
 import yaml
 
 from ..client import ControllerClient, DriverClient, UnavailableClient, connect, load_client_config
-from ..client.connect import ENV_HOST, ENV_INSECURE, ENV_SESSION
+from ..client.connect import ENV_HOST, ENV_SESSION
 from ..client.tunnel import lease_socket
 from ..exporter import Exporter, Listen, load
 from ..wire import defaults
 from ..wire.errors import JumpstarterLabError, MethodNotFound
-from .common import add_client_config_option, add_connection_options, connect_kwargs, with_signals
+from .common import (
+    add_client_config_option,
+    add_connection_options,
+    connect_kwargs,
+    connection_environment,
+    with_signals,
+)
 
 
 def cmd_call(args) -> int:
@@ -85,9 +91,7 @@ async def _run_command(command: list[str], env: dict) -> int:
 def cmd_shell(args) -> int:
     command = args.command or [os.environ.get("SHELL", "/bin/sh")]
     session = args.session or str(uuidlib.uuid4())
-    env = dict(os.environ, **{ENV_SESSION: session})
-    if args.insecure:
-        env[ENV_INSECURE] = "1"
+    env = dict(os.environ, **{ENV_SESSION: session}, **connection_environment(args))
     if args.config:
         return asyncio.run(_shell_local(args, command, env))
     if args.lease or args.selector:

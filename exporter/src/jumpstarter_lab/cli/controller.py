@@ -127,10 +127,20 @@ def cmd_admin_make_ca(args) -> int:
 
 
 def cmd_admin_issue_cert(args) -> int:
-    from ..controller.tls import issue_server_cert
+    from ..controller.tls import issue_client_cert, issue_server_cert
 
     directory = Path(args.dir)
-    cert, key = issue_server_cert(directory, directory / "ca.crt", directory / "ca.key", args.host, name=args.name)
+    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
+    for path in (ca_cert, ca_key):
+        if not path.is_file():
+            raise ConfigError(f"no {path.name} in {directory}: make one with `admin make-ca --dir {directory}`")
+    if args.client:
+        cert, key = issue_client_cert(directory, ca_cert, ca_key, args.client)
+        print(f"wrote {cert} and {key} (client certificate of {args.client}, for --tls-cert/--tls-key)")
+        return 0
+    if not args.host:
+        raise ConfigError("issue-cert needs --host (a server certificate) or --client NAME (a client certificate)")
+    cert, key = issue_server_cert(directory, ca_cert, ca_key, args.host, name=args.name)
     print(f"wrote {cert} and {key} (for {', '.join(args.host)})")
     return 0
 
@@ -230,9 +240,11 @@ def add_parsers(sub) -> None:
     ca = admin.add_parser("make-ca", help="make a CA for the lab's TLS endpoints")
     ca.add_argument("--dir", required=True, help="where ca.crt and ca.key (0600) go")
     ca.set_defaults(func=cmd_admin_make_ca)
-    issue = admin.add_parser("issue-cert", help="issue a server certificate from the CA in --dir")
+    issue = admin.add_parser("issue-cert", help="issue a server or client certificate from the CA in --dir")
     issue.add_argument("--dir", required=True)
-    issue.add_argument("--host", action="append", required=True, help="DNS name or IP the server is reached by")
+    kind = issue.add_mutually_exclusive_group()
+    kind.add_argument("--host", action="append", help="DNS name or IP the server is reached by (repeatable)")
+    kind.add_argument("--client", metavar="NAME", help="a client certificate for mutual TLS, as NAME.crt/NAME.key")
     issue.add_argument("--name", default="controller", help="file name stem (default: controller)")
     issue.set_defaults(func=cmd_admin_issue_cert)
     revoke = admin.add_parser("revoke", help="void every token of a client or exporter")

@@ -16,8 +16,9 @@ from .common import with_signals
 def listen_options(args) -> Listen:
     if args.listen:
         host, port = parse_address(args.listen)
-        return Listen(host=host, port=port, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure)
-    return Listen(socket_path=Path(args.socket))
+        return Listen(host=host, port=port, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
+                      tls_client_ca=args.tls_client_ca, token_file=args.token_file, no_client_auth=args.no_client_auth)
+    return Listen(socket_path=Path(args.socket), tls_client_ca=args.tls_client_ca, token_file=args.token_file)
 
 
 def cmd_exporter_run(args) -> int:
@@ -71,6 +72,13 @@ def add_parsers(sub) -> None:
     run.add_argument("--tls-cert", type=Path, help="server certificate (PEM) for --listen")
     run.add_argument("--tls-key", type=Path, help="server private key (PEM) for --listen")
     run.add_argument("--insecure", action="store_true", help="with --listen, serve without TLS")
+    run.add_argument("--tls-client-ca", type=Path, metavar="CA",
+                     help="with --listen: mutual TLS, admitting only clients with a certificate this CA signed")
+    run.add_argument("--token-file", type=Path, metavar="FILE",
+                     help="with --listen: admit only clients sending the token in FILE (mode 0600) as "
+                          "`authorization: Bearer`")
+    run.add_argument("--no-client-auth", action="store_true",
+                     help="with --listen and TLS: admit anyone who reaches the port")
     run.add_argument("--session-linger", type=float, default=30.0, metavar="SECONDS",
                      help="how long a named session outlives its last connection (default 30)")
     run.set_defaults(func=cmd_exporter_run)

@@ -12,7 +12,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from ..wire import metadata as wire_metadata
-from ..wire.channels import is_tcp_address, open_channel
+from ..wire.channels import is_tcp_address, open_channel, read_token_file
 from ..wire.errors import ExporterUnavailable, JumpstarterLabError, exception_for_rpc_error
 from ..wire.protocol import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
 from .allowlist import Allowlist
@@ -22,6 +22,11 @@ from .tree import build_tree
 ENV_HOST = "JUMPSTARTER_HOST"  # set by `shell`, as upstream's `jmp shell` does
 ENV_SESSION = "JUMPSTARTER_LAB_SESSION"
 ENV_INSECURE = "JMP_GRPC_INSECURE"  # "1": plaintext TCP; set by `shell --insecure`, read by upstream too
+# How to reach a standalone exporter, handed by `shell` to the commands it runs.
+ENV_TLS_CA = "JUMPSTARTER_LAB_TLS_CA"
+ENV_TLS_CERT = "JUMPSTARTER_LAB_TLS_CERT"
+ENV_TLS_KEY = "JUMPSTARTER_LAB_TLS_KEY"
+ENV_TOKEN_FILE = "JUMPSTARTER_LAB_TOKEN_FILE"
 
 
 @dataclass
@@ -48,8 +53,12 @@ class Connection:
 @contextlib.asynccontextmanager
 async def connect_async(address: str | None = None, *, allow: Allowlist | list[str] | None = None,
                         tls_ca: str | None = None, insecure: bool = False, session: str | None = None,
+                        tls_cert: str | None = None, tls_key: str | None = None, token_file: str | None = None,
                         timeout: float = 10.0, call_timeout: float | None = None, portal: Portal | None = None):
-    """Connect to an exporter (Unix socket path or HOST:PORT) and yield the root DriverClient."""
+    """Connect to an exporter (Unix socket path or HOST:PORT) and yield the root DriverClient.
+
+    A standalone exporter may ask for a client certificate (`tls_cert`, `tls_key`) or a token
+    (`token_file`); each option not given is read from its environment variable."""
     address = address or os.environ.get(ENV_HOST)
     if not address:
         raise JumpstarterLabError(f"no exporter address given and {ENV_HOST} is not set")
@@ -58,9 +67,14 @@ async def connect_async(address: str | None = None, *, allow: Allowlist | list[s
     if not is_tcp_address(address) and not Path(address).exists():
         raise ExporterUnavailable(f"no exporter socket at {address}")
     insecure = insecure or os.environ.get(ENV_INSECURE) == "1"
-    channel = open_channel(address, ca=tls_ca, insecure=insecure)
+    channel = open_channel(address, ca=tls_ca or os.environ.get(ENV_TLS_CA), insecure=insecure,
+                           cert=tls_cert or os.environ.get(ENV_TLS_CERT), key=tls_key or os.environ.get(ENV_TLS_KEY))
+    metadata = ((wire_metadata.SESSION, session),) if session else ()
+    token_file = token_file or os.environ.get(ENV_TOKEN_FILE)
+    if token_file:
+        metadata += wire_metadata.bearer_metadata(read_token_file(token_file))
     connection = Connection(address=address, channel=channel, call_timeout=call_timeout, portal=portal,
-                            metadata=((wire_metadata.SESSION, session),) if session else ())
+                            metadata=metadata)
     try:
         try:
             await asyncio.wait_for(channel.channel_ready(), timeout)

@@ -17,9 +17,10 @@ import grpc
 
 from ..driver.context import private_dir, sweep_stale_private_dirs
 from ..wire import labels
-from ..wire.channels import SERVER_OPTIONS
+from ..wire.channels import SERVER_OPTIONS, read_pem, read_token_file
 from ..wire.errors import ConfigError
 from ..wire.protocol import jumpstarter_pb2_grpc, router_pb2_grpc
+from .client_auth import TokenCheck
 from .config import ExporterConfig
 from .gate import Gate
 from .servicer import ExporterServicer
@@ -30,7 +31,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Listen:
-    """Where to serve: a Unix socket path, or a TCP host:port with TLS files or insecure=True."""
+    """Where to serve: a Unix socket path, or a TCP host:port with TLS files or insecure=True.
+
+    A TLS listener authenticates its clients: by certificate (`tls_client_ca`, mutual TLS), by a
+    bearer token (`token_file`), or, only when asked (`no_client_auth`), not at all.
+    """
 
     socket_path: Path | None = None
     host: str | None = None
@@ -38,12 +43,38 @@ class Listen:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure: bool = False
+    tls_client_ca: Path | None = None
+    token_file: Path | None = None
+    no_client_auth: bool = False
 
     def __post_init__(self):
         if (self.socket_path is None) == (self.host is None):
             raise ConfigError("serve on exactly one of a Unix socket or a TCP address")
-        if self.host is not None and not self.insecure and not (self.tls_cert and self.tls_key):
+        if self.socket_path is not None and (self.tls_client_ca or self.token_file):
+            raise ConfigError("--tls-client-ca and --token-file are for --listen; a Unix socket is guarded by its "
+                              "file mode and its peer's uid")
+        if self.host is None:
+            return
+        if self.insecure:
+            if self.tls_client_ca:
+                raise ConfigError("--tls-client-ca needs TLS: drop --insecure and give --tls-cert and --tls-key")
+            return
+        if not (self.tls_cert and self.tls_key):
             raise ConfigError("a TCP listener needs --tls-cert and --tls-key, or --insecure to serve without TLS")
+        if not (self.tls_client_ca or self.token_file or self.no_client_auth):
+            raise ConfigError("a TLS listener needs client authentication: --tls-client-ca (mutual TLS) or "
+                              "--token-file, or --no-client-auth to admit anyone who reaches the port")
+
+    def credentials(self) -> grpc.ServerCredentials | None:
+        if self.host is None or self.insecure:
+            return None
+        pair = (read_pem(self.tls_key, "TLS key"), read_pem(self.tls_cert, "TLS certificate"))
+        client_ca = read_pem(self.tls_client_ca, "client CA certificate")
+        return grpc.ssl_server_credentials([pair], root_certificates=client_ca,
+                                           require_client_auth=client_ca is not None)
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return [TokenCheck(read_token_file(self.token_file))] if self.token_file else []
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -99,13 +130,6 @@ def _tcp_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
-
-
 class Exporter:
     """One exporter process: its config, its sessions and its listeners."""
 
@@ -116,7 +140,8 @@ class Exporter:
         self.address: str | None = None
 
     @contextlib.asynccontextmanager
-    async def backend(self, credentials: grpc.ServerCredentials | None = None):
+    async def backend(self, credentials: grpc.ServerCredentials | None = None,
+                      interceptors: list[grpc.aio.ServerInterceptor] | None = None):
         """The private gRPC server that every listener and router bridge leads to.
 
         Yields (private directory, socket path); on exit ends every session and removes both.
@@ -124,7 +149,7 @@ class Exporter:
         sweep_stale_private_dirs()
         private = private_dir("grpc")
         socket_path = private / "grpc.sock"
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or ())
         jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(self.servicer, server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, server)
         if credentials is not None:
@@ -144,10 +169,7 @@ class Exporter:
 
     async def serve(self, listen: Listen, stopped: asyncio.Event, ready=None) -> None:
         """Local or standalone mode: serve until `stopped` is set, then remove what was created."""
-        credentials = None
-        if listen.host is not None and not listen.insecure:
-            credentials = grpc.ssl_server_credentials(
-                [(_read(listen.tls_key, "TLS key"), _read(listen.tls_cert, "TLS certificate"))])
+        credentials, interceptors = listen.credentials(), listen.interceptors()
         if listen.socket_path is not None:
             listener = _unix_listener(Path(listen.socket_path))
             self.address = str(listen.socket_path)
@@ -157,7 +179,7 @@ class Exporter:
             self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         gate = None
         try:
-            async with self.backend(credentials) as (private, socket_path):
+            async with self.backend(credentials, interceptors) as (private, socket_path):
                 gate = Gate(listener, socket_path, private, self.sessions.connection_closed,
                             same_uid_only=listen.socket_path is not None)
                 gate.start()

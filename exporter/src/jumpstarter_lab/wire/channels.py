@@ -37,23 +37,48 @@ def is_tcp_address(address: str) -> bool:
     return bool(sep and host and port.isdigit() and "/" not in address)
 
 
-def read_ca(path: str | Path | None) -> bytes | None:
+def read_pem(path: str | Path | None, what: str) -> bytes | None:
     if not path:
         return None
     try:
         return Path(path).expanduser().read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read CA certificate {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
-def open_channel(address: str, *, ca: str | Path | None = None, insecure: bool = False) -> grpc.aio.Channel:
+def read_ca(path: str | Path | None) -> bytes | None:
+    return read_pem(path, "CA certificate")
+
+
+def read_token_file(path: str | Path, what: str = "token file") -> str:
+    """A bearer token kept in a file of its own, which, like an ssh key, others may not read."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
+    if mode & 0o077:
+        raise ConfigError(f"{what} {path} may be read by others (mode {mode & 0o777:o}); chmod 600 {path}")
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(f"{what} {path} must hold one token, without spaces")
+    return token
+
+
+def open_channel(address: str, *, ca: str | Path | None = None, insecure: bool = False,
+                 cert: str | Path | None = None, key: str | Path | None = None) -> grpc.aio.Channel:
     """A channel to a Unix socket path or to `HOST:PORT`: TLS (verified with `ca`, else the system's
-    roots) unless `insecure`. A Unix socket is protected by its file mode, never TLS."""
+    roots; with `cert`/`key` the client's own certificate for mutual TLS) unless `insecure`. A Unix
+    socket is protected by its file mode, never TLS."""
     if not is_tcp_address(address):
         return grpc.aio.insecure_channel(f"unix:{Path(address).resolve()}", options=CHANNEL_OPTIONS)
     if insecure:
         return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(read_ca(ca)), options=CHANNEL_OPTIONS)
+    if bool(cert) != bool(key):
+        raise ConfigError("a client certificate needs both --tls-cert and --tls-key")
+    credentials = grpc.ssl_channel_credentials(read_ca(ca), private_key=read_pem(key, "TLS key"),
+                                               certificate_chain=read_pem(cert, "TLS certificate"))
+    return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
 
 def channel_for(endpoint: str, tls: dict) -> grpc.aio.Channel:
