@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import stat
@@ -220,6 +221,35 @@ def test_refuses_a_peer_of_another_uid(make_config, run_exporter, tmp_path):
             root.power.on()
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_a_socket_group_admits_its_members_and_no_one_else(make_config, run_exporter):
+    if os.geteuid() != 0:
+        pytest.fail("this test switches to other uids and must run as root (as CI does)")
+    public = Path(tempfile.mkdtemp(prefix="peercred-"))
+    try:
+        public.chmod(0o755)
+        exporter = run_exporter(make_config(STANDARD_EXPORT), "--socket", str(public / "e.sock"),
+                                "--socket-group", "nogroup")
+        mode = os.stat(exporter.address)
+        assert stat.S_IMODE(mode.st_mode) == 0o660 and mode.st_gid == grp.getgrnam("nogroup").gr_gid
+
+        def probe(**user) -> str:
+            result = subprocess.run(["/usr/bin/python3", "-c", PROBE, exporter.address], capture_output=True,
+                                    text=True, timeout=60, cwd="/", **user, check=False)
+            return result.stdout.strip() or result.stderr
+
+        assert probe(user=65534, group=65534) == "answered"  # nobody, whose group is nogroup
+        os.chmod(exporter.address, 0o666)  # leave only SO_PEERCRED between a stranger and the exporter
+        assert probe(user=4321, group=4321) == "closed"
+        wait_for(lambda: "only uid 0 and members of group 65534 may use this socket" in exporter.logs(), 5,
+                 "the refusal in the log")
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+    refused = subprocess.run([CLI, "exporter", "run", "--config", str(make_config(STANDARD_EXPORT)), "--socket",
+                              str(public / "x.sock"), "--socket-group", "no-such-group-here"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1 and "no group named 'no-such-group-here'" in refused.stderr
 
 
 def test_second_exporter_on_a_live_socket_is_refused(standard, make_config, tmp_path):

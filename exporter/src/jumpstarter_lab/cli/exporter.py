@@ -17,8 +17,10 @@ def listen_options(args) -> Listen:
     if args.listen:
         host, port = parse_address(args.listen)
         return Listen(host=host, port=port, tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
-                      tls_client_ca=args.tls_client_ca, token_file=args.token_file, no_client_auth=args.no_client_auth)
-    return Listen(socket_path=Path(args.socket), tls_client_ca=args.tls_client_ca, token_file=args.token_file)
+                      tls_client_ca=args.tls_client_ca, token_file=args.token_file, no_client_auth=args.no_client_auth,
+                      socket_group=args.socket_group)
+    return Listen(socket_path=Path(args.socket), tls_client_ca=args.tls_client_ca, token_file=args.token_file,
+                  socket_group=args.socket_group)
 
 
 def cmd_exporter_run(args) -> int:
@@ -69,6 +71,8 @@ def add_parsers(sub) -> None:
     where.add_argument("--socket", help="local mode: serve on this Unix socket (created 0600); "
                                         "without --socket or --listen, register with the config's controller")
     where.add_argument("--listen", metavar="HOST:PORT", help="standalone mode: serve on TCP")
+    run.add_argument("--socket-group", metavar="GROUP",
+                     help="with --socket: let members of GROUP connect too (the socket becomes 0660, group GROUP)")
     run.add_argument("--tls-cert", type=Path, help="server certificate (PEM) for --listen")
     run.add_argument("--tls-key", type=Path, help="server private key (PEM) for --listen")
     run.add_argument("--insecure", action="store_true", help="with --listen, serve without TLS")

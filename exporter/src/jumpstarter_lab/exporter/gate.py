@@ -23,6 +23,7 @@ import fcntl
 import itertools
 import logging
 import os
+import pwd
 import select
 import socket
 import struct
@@ -40,6 +41,16 @@ _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _SPLICE = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 _BROKEN = select.EPOLLERR | select.EPOLLHUP  # reported whatever was asked for: the socket can do no more
+
+
+def in_group(uid: int, gid: int, group: int) -> bool:
+    """Whether a peer (its uid and primary gid) is a member of `group`, by the system's group database."""
+    if gid == group:
+        return True
+    try:
+        return group in os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    except KeyError:  # a uid without a passwd entry belongs to no further groups
+        return False
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
@@ -125,13 +136,14 @@ class _Relay:
 
 class Gate:
     def __init__(self, listener: socket.socket, backend: Path, private_dir: Path,
-                 on_close: Callable[[str], None], same_uid_only: bool, *,
+                 on_close: Callable[[str], None], same_uid_only: bool, *, peer_group: int | None = None,
                  max_connections: int = MAX_CONNECTIONS, handshake: float = HANDSHAKE):
         self._listener = listener
         self._backend = str(backend)
         self._private_dir = private_dir
         self._on_close = on_close
         self._same_uid_only = same_uid_only
+        self._peer_group = peer_group  # with same_uid_only: members of this group are admitted too
         self._max, self._handshake = max_connections, handshake
         self._ids = itertools.count()
         self._relays: dict[int, _Relay] = {}  # by each of its two sockets' fds
@@ -227,12 +239,14 @@ class Gate:
             return False
         if conn.family != socket.AF_UNIX or not self._same_uid_only:
             return True
-        pid, uid, _gid = peer_credentials(conn)
-        if uid != os.geteuid():
-            logger.warning("refused a connection from uid %d (pid %d): only uid %d may use this socket",
-                           uid, pid, os.geteuid())
-            return False
-        return True
+        pid, uid, gid = peer_credentials(conn)
+        if uid == os.geteuid() or (self._peer_group is not None and in_group(uid, gid, self._peer_group)):
+            return True
+        allowed = f"uid {os.geteuid()}"
+        if self._peer_group is not None:
+            allowed += f" and members of group {self._peer_group}"
+        logger.warning("refused a connection from uid %d (pid %d): only %s may use this socket", uid, pid, allowed)
+        return False
 
     def _open(self, conn: socket.socket) -> None:
         name = self._private_dir / f"c{next(self._ids)}"

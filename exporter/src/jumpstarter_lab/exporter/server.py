@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ class Listen:
     tls_client_ca: Path | None = None
     token_file: Path | None = None
     no_client_auth: bool = False
+    socket_group: str | None = None  # local mode: members of this group may connect too (socket 0660)
 
     def __post_init__(self):
         if (self.socket_path is None) == (self.host is None):
@@ -53,6 +55,8 @@ class Listen:
         if self.socket_path is not None and (self.tls_client_ca or self.token_file):
             raise ConfigError("--tls-client-ca and --token-file are for --listen; a Unix socket is guarded by its "
                               "file mode and its peer's uid")
+        if self.socket_group is not None and self.socket_path is None:
+            raise ConfigError("--socket-group is for --socket")
         if self.host is None:
             return
         if self.insecure:
@@ -91,7 +95,14 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, number
 
 
-def _unix_listener(path: Path) -> socket.socket:
+def _group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"--socket-group: no group named '{name}' on this host") from None
+
+
+def _unix_listener(path: Path, group: int | None = None) -> socket.socket:
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
@@ -111,7 +122,11 @@ def _unix_listener(path: Path) -> socket.socket:
         listener.bind(str(path))
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    if group is not None:  # the group is admitted by file mode here and by SO_PEERCRED in the gate
+        os.chown(path, -1, group)
+        os.chmod(path, 0o660)
+    else:
+        os.chmod(path, 0o600)
     listener.listen(64)
     return listener
 
@@ -170,8 +185,9 @@ class Exporter:
     async def serve(self, listen: Listen, stopped: asyncio.Event, ready=None) -> None:
         """Local or standalone mode: serve until `stopped` is set, then remove what was created."""
         credentials, interceptors = listen.credentials(), listen.interceptors()
+        group = _group_id(listen.socket_group) if listen.socket_group else None
         if listen.socket_path is not None:
-            listener = _unix_listener(Path(listen.socket_path))
+            listener = _unix_listener(Path(listen.socket_path), group)
             self.address = str(listen.socket_path)
         else:
             listener = _tcp_listener(listen.host, listen.port)
@@ -181,7 +197,7 @@ class Exporter:
         try:
             async with self.backend(credentials, interceptors) as (private, socket_path):
                 gate = Gate(listener, socket_path, private, self.sessions.connection_closed,
-                            same_uid_only=listen.socket_path is not None)
+                            same_uid_only=listen.socket_path is not None, peer_group=group)
                 gate.start()
                 logger.info("exporter %s serving on %s", self.config.name, self.address)
                 if ready:
