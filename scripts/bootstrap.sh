@@ -46,10 +46,27 @@ ensure_system_packages() {
     fi
 }
 
+# The molecule scenarios boot Debian hosts with systemd-nspawn from a debootstrapped rootfs, in a
+# venv of their own (molecule pins its own Ansible tooling).
+ensure_molecule() {
+    local missing=()
+    command -v systemd-nspawn > /dev/null || missing+=(systemd-container)
+    command -v debootstrap > /dev/null || missing+=(debootstrap)
+    command -v flock > /dev/null || missing+=(util-linux)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "bootstrap: apt-get install ${missing[*]} for the molecule hosts" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+    fi
+    ensure_venv "$cache/molecule" "$(fingerprint requirements/molecule.txt)" \
+        "$cache/molecule/bin/pip" install "${pip_quiet[@]}" -r requirements/molecule.txt
+}
+
 ensure_system_packages
 ensure_venv "$venv" "$(fingerprint requirements/dev.txt exporter/pyproject.toml drivers/*/pyproject.toml)" install_project
 mkdir -p "$cache"
 ensure_venv "$cache/upstream-0.9.0" "$(fingerprint requirements/upstream-0.9.0.txt)" install_upstream
+ensure_molecule
 
 # --- QEMU board (drivers/qemu): host tools and the cached guest image ---------------------------
 # Installs QEMU, qemu-img, debootstrap and e2fsprogs when missing (apt-get, as root or through

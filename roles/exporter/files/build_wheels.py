@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) jumpstarter.lab contributors
 # Apache-2.0
 """Build the collection's own distributions as wheels, on the Ansible controller.
@@ -30,10 +29,13 @@ def build(root: Path, out: Path, source: str, scratch: Path) -> dict:
     copy = scratch / source.replace("/", "_")
     shutil.copytree(origin, copy, ignore=IGNORE)
     target = scratch / (copy.name + "-wheel")
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-               "--wheel-dir", str(target), str(copy)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False,
-                            env=dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, PIP_DISABLE_PIP_VERSION_CHECK="1"))
+    env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(target), str(copy)]
+    # With this Python's own setuptools when it is recent enough; else pip fetches the build backend.
+    result = subprocess.run(command[:5] + ["--no-build-isolation"] + command[5:], capture_output=True, text=True,
+                            check=False, env=env)
+    if result.returncode != 0:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{source}: building its wheel failed:\n{result.stderr[-2000:]}")
     (wheel,) = target.glob("*.whl")

@@ -1,7 +1,7 @@
 """The public side of an exporter's listeners.
 
 gRPC itself listens only on private sockets in a 0700 directory. A Gate accepts
-on the public socket, refuses Unix peers of another uid (SO_PEERCRED), and
+on the public socket, refuses Unix peers of another uid but root (SO_PEERCRED), and
 relays bytes to the private socket from a uniquely named client address, so
 every RPC can tell which client connection it came on and the exporter learns
 the moment a connection closes (its session then ends).
@@ -240,7 +240,8 @@ class Gate:
         if conn.family != socket.AF_UNIX or not self._same_uid_only:
             return True
         pid, uid, gid = peer_credentials(conn)
-        if uid == os.geteuid() or (self._peer_group is not None and in_group(uid, gid, self._peer_group)):
+        # root passes as it passes file modes: it could read the exporter's config and memory anyway
+        if uid in (os.geteuid(), 0) or (self._peer_group is not None and in_group(uid, gid, self._peer_group)):
             return True
         allowed = f"uid {os.geteuid()}"
         if self._peer_group is not None:

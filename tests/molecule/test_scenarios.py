@@ -1,0 +1,52 @@
+"""The molecule scenarios (extensions/molecule): the collection's roles on real systemd hosts, booted with
+systemd-nspawn, through molecule's whole sequence (create, converge, idempotence, verify, side effect,
+destroy). Molecule runs from its own venv in the cache (scripts/bootstrap.sh makes it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = sorted(p.parent.name for p in (ROOT / "extensions" / "molecule").glob("*/molecule.yml"))
+CACHE = Path(os.environ.get("JUMPSTARTER_LAB_CACHE", Path.home() / ".cache" / "jumpstarter-lab"))
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture(scope="module")
+def molecule_env(tmp_path_factory):
+    molecule = CACHE / "molecule" / "bin"
+    if not (molecule / "molecule").exists():
+        pytest.fail(f"molecule is not installed in {molecule.parent}; scripts/bootstrap.sh installs it")
+    if os.geteuid() != 0:
+        pytest.fail("the molecule hosts are booted with systemd-nspawn, which needs root (as CI runs)")
+    collections = tmp_path_factory.mktemp("collections")
+    (collections / "ansible_collections" / "jumpstarter").mkdir(parents=True)
+    (collections / "ansible_collections" / "jumpstarter" / "lab").symlink_to(ROOT)
+    return dict(os.environ, PATH=f"{molecule}{os.pathsep}{os.environ['PATH']}",
+                JUMPSTARTER_LAB_COLLECTIONS=str(collections), ANSIBLE_COLLECTIONS_PATH=str(collections),
+                JUMPSTARTER_LAB_CACHE=str(CACHE), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+
+
+def test_there_is_a_scenario_per_role():
+    roles = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
+    assert set(roles) <= set(SCENARIOS), f"roles without a molecule scenario: {set(roles) - set(SCENARIOS)}"
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario(scenario, molecule_env):
+    result = subprocess.run(["molecule", "test", "--scenario-name", scenario], cwd=ROOT, env=molecule_env,
+                            capture_output=True, text=True, timeout=1700, check=False)
+    output = ANSI.sub("", result.stdout + result.stderr)
+    failures = [line for line in output.splitlines() if "fatal:" in line or "FAILED!" in line or "[ERROR]" in line]
+    assert result.returncode == 0, "\n".join(failures[-20:]) + "\n...\n" + output[-6000:]
+    for step in ("converge", "idempotence", "verify", "side_effect"):
+        assert f"{step}: Executed: Successful" in output, f"molecule did not run {step}:\n{output[-3000:]}"
