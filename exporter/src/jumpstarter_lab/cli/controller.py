@@ -145,6 +145,12 @@ def cmd_admin_issue_cert(args) -> int:
     return 0
 
 
+def cmd_admin_apply(args) -> int:
+    from .apply import cmd_admin_apply as apply
+
+    return apply(args, _authority(args))
+
+
 def cmd_admin_revoke(args) -> int:
     _authority(args).revoke(args.kind, args.namespace, args.name)
     print(f"revoked every token of {args.kind} {args.namespace}/{args.name}")
@@ -247,6 +253,12 @@ def add_parsers(sub) -> None:
     kind.add_argument("--client", metavar="NAME", help="a client certificate for mutual TLS, as NAME.crt/NAME.key")
     issue.add_argument("--name", default="controller", help="file name stem (default: controller)")
     issue.set_defaults(func=cmd_admin_issue_cert)
+    apply = admin.add_parser("apply", help="make clients and exporters what a file declares (idempotent), "
+                                           "writing the configs of new ones")
+    apply.add_argument("--file", required=True, help="YAML: endpoint, tls, clients and exporters")
+    apply.add_argument("--db")
+    apply.add_argument("--out-dir", required=True, help="where the configs go, as KIND/NAMESPACE/NAME.yaml (0600)")
+    apply.set_defaults(func=cmd_admin_apply)
     revoke = admin.add_parser("revoke", help="void every token of a client or exporter")
     revoke.add_argument("kind", choices=["client", "exporter"])
     revoke.add_argument("name")

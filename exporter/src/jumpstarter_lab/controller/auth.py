@@ -105,6 +105,37 @@ class Authority:
                                                        identities.c.name == name).values(**values))
         return self.token(kind, namespace, name, generation, ttl_days)
 
+    def declare(self, kind: str, namespace: str, name: str, labels: dict | None = None,
+                capabilities: dict | None = None) -> tuple[str, int]:
+        """Make the identity exist with these labels and capabilities, issuing no token.
+
+        Returns ("created" | "updated" | "unchanged", generation); a revoked identity comes back as
+        created, in the generation its revocation began (its old tokens stay void)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        values = {"labels": json.dumps(labels or {}, sort_keys=True),
+                  "capabilities": json.dumps(capabilities or {}, sort_keys=True), "revoked": False}
+        key = ((identities.c.kind == kind) & (identities.c.namespace == namespace) & (identities.c.name == name))
+        with self.store.transaction() as conn:
+            row = conn.execute(sa.select(identities).where(key)).first()
+            if row is None:
+                conn.execute(identities.insert().values(kind=kind, namespace=namespace, name=name, generation=1,
+                                                        created=now(), **values))
+                return "created", 1
+            same = (not row.revoked and loads(row.labels) == (labels or {})
+                    and loads(row.capabilities) == (capabilities or {}))
+            if same:
+                return "unchanged", row.generation
+            conn.execute(identities.update().where(key).values(**values))
+            return ("created" if row.revoked else "updated"), row.generation
+
+    def exists(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether the identity is known and not revoked."""
+        with self.store.transaction() as conn:
+            row = conn.execute(sa.select(identities.c.revoked).where(
+                identities.c.kind == kind, identities.c.namespace == namespace, identities.c.name == name)).first()
+        return row is not None and not row.revoked
+
     def token(self, kind: str, namespace: str, name: str, generation: int, ttl_days: float = 365) -> str:
         issued = int(now())
         return self._sign({"iss": ISSUER, "aud": audience(kind), "sub": f"{kind}:{namespace}/{name}",
