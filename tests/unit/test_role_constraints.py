@@ -1,17 +1,20 @@
-"""The exporter role installs pinned dependencies: its constraints are exactly the versions this project is
-tested with, and cover every dependency of the distributions it installs."""
+"""The roles install pinned dependencies (roles/venv/files/constraints.txt): exactly the versions this project
+is tested with, covering every dependency of the distributions they install, the controller's extra included."""
 
 from __future__ import annotations
 
 import re
 from importlib.metadata import distribution, version
 
+from packaging.requirements import Requirement
+
 from helpers import ROOT
 
-CONSTRAINTS = ROOT / "roles" / "exporter" / "files" / "constraints.txt"
+CONSTRAINTS = ROOT / "roles" / "venv" / "files" / "constraints.txt"
 OURS = {"jumpstarter-lab", "jumpstarter-lab-driver-power", "jumpstarter-lab-driver-serial",
         "jumpstarter-lab-driver-network", "jumpstarter-lab-driver-storage", "jumpstarter-lab-driver-gpio",
         "jumpstarter-lab-driver-shell", "jumpstarter-lab-driver-sim"}
+EXTRAS = {"jumpstarter-lab": ("controller",), "psycopg": ("binary",)}  # what the roles ask for
 
 
 def canonical(name: str) -> str:
@@ -25,10 +28,12 @@ def pins() -> dict[str, str]:
 
 def requirements_of(name: str) -> set[str]:
     found = set()
-    for requirement in distribution(name).requires or ():
-        if "extra ==" in requirement:
-            continue  # the controller's extra is not installed on exporter hosts
-        found.add(canonical(re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)))
+    extras = EXTRAS.get(name, ())
+    for text in distribution(name).requires or ():
+        requirement = Requirement(text)
+        if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in extras or ("",)):
+            continue
+        found.add(canonical(requirement.name))
     return found
 
 
@@ -37,7 +42,7 @@ def test_constraints_are_the_tested_versions():
         assert version(name) == pinned, f"{name}: constraints.txt pins {pinned}, the tests run {version(name)}"
 
 
-def test_constraints_cover_every_dependency_of_the_default_packages():
+def test_constraints_cover_every_dependency_of_what_the_roles_install():
     seen, todo = set(), set(OURS)
     while todo:
         name = todo.pop()
