@@ -8,7 +8,7 @@ import re
 import signal
 from pathlib import Path
 
-from ..client import Allowlist
+from ..client import Allowlist, provenance
 from ..client.connect import (
     ENV_HOST,
     ENV_INSECURE,
@@ -50,7 +50,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 def parse_pin(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
-    if not (sep and name and re.fullmatch(r"sha256:[0-9a-f]{64}", value)):
+    if not (sep and name and re.fullmatch(provenance.PIN_PATTERN, value)):
         raise argparse.ArgumentTypeError(f"'{text}': expected DISTRIBUTION=sha256:<64 hex digits>")
     return name, value
 

@@ -10,6 +10,7 @@ import yaml
 from ..wire.documents import API_VERSION, parse_yaml, read_document, validate
 from ..wire.errors import ConfigError
 from .allowlist import Allowlist
+from .provenance import PIN_PATTERN
 
 ENV_CLIENT_CONFIG = "JMP_CLIENT_CONFIG"  # the same variable upstream's client reads
 
@@ -28,7 +29,7 @@ CLIENT_SCHEMA = {
         "drivers": {"type": "object", "additionalProperties": False, "properties": {
             "allow": {"type": "array", "items": {"type": "string"}},
             "unsafe": {"type": "boolean"},
-            "pins": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}},
+            "pins": {"type": "object", "additionalProperties": {"type": "string", "pattern": f"^{PIN_PATTERN}$"}},
         }},
         "grpcOptions": {"type": ["object", "null"]},
         "shell": {"type": "object"},

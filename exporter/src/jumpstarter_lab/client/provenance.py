@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 from ..wire.entrypoints import CLIENT_GROUP, group
 
 DIGEST = "sha256"
+PIN_PATTERN = rf"{DIGEST}:[0-9a-f]{{64}}"  # what digest() returns, and so what a pin must look like
 SELF = "jumpstarter-lab"  # the client's own distribution: the code doing the checking, never pinned
 
 
