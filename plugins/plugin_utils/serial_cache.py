@@ -7,17 +7,17 @@ the blocks that differ from the old."""
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_console import ConsoleTimeout, SerialConsole
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import CACHED, PATCH_END, split_marker
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import CACHED, split_marker
 
 CACHED_LINE = (16 * 1024, 1024 * 1024)  # lengths of an input's lines kept in the board's cache
 CACHE_ENTRIES = 32  # lines the board's cache keeps, the newest
 CACHED_PER_INPUT = 16  # at most, so that the question to the board stays a short line
 PATCH_BLOCK = 64  # bytes compared at a time; a differing block crosses whole
+PATCH_GAP = 2  # blocks alike between two that differ which cross too: one patch (one `dd` on the board) fewer
 
 try:  # Ansible's home (ANSIBLE_HOME, ansible.cfg [defaults] home)
     from ansible import constants as _ansible_constants
@@ -111,8 +111,8 @@ def similar(segment: bytes, digest: str) -> tuple[str, list[tuple[int, bytes]]] 
         for offset in range(0, len(segment), PATCH_BLOCK):
             block = segment[offset:offset + PATCH_BLOCK]
             if block != base[offset:offset + PATCH_BLOCK]:
-                if patches and patches[-1][0] + len(patches[-1][1]) == offset and len(patches[-1][1]) < 2048:
-                    patches[-1] = (patches[-1][0], patches[-1][1] + block)
+                if patches and offset - (patches[-1][0] + len(patches[-1][1])) <= PATCH_GAP * PATCH_BLOCK:
+                    patches[-1] = (patches[-1][0], segment[patches[-1][0]:offset + PATCH_BLOCK])
                 else:
                     patches.append((offset, block))
         size = sum(len(block) for _offset, block in patches)
@@ -120,11 +120,3 @@ def similar(segment: bytes, digest: str) -> tuple[str, list[tuple[int, bytes]]] 
             best = (size, entry.name, patches)
     return (best[1], best[2]) if best else None
 
-
-def patch(base: str, entry: str, patches: list[tuple[int, bytes]]) -> str:
-    """Shell text making `entry` from `base` with the differing blocks (offset, base64 per line).
-    The file put together is checked against the input's sha256 as a whole, as any cached line is."""
-    lines = "".join(f"{offset} {base64.b64encode(block).decode()}\n" for offset, block in patches)
-    return (f"cp {base} {entry}.part && while read -r o d; do printf '%s' \"$d\" | base64 -d | "
-            f"dd of={entry}.part bs=1 seek=$o conv=notrunc 2>/dev/null; done <<'{PATCH_END}'\n{lines}{PATCH_END}\n"
-            f"mv -f {entry}.part {entry} 2>/dev/null\n")

@@ -39,12 +39,13 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers imp
     STDERR,
     STDOUT,
     twice,
+    working,
 )
 
 DELIVERIES = 3  # times a command found damaged on arrival is sent again
 EMITS = 5  # times a command's output is printed before it counts as undeliverable
 EMIT_QUIET = 10.0  # seconds an emit may pause: it prints in one go once it has begun
-ACK_BASE, ACK_RATE = 10.0, 1000  # a command's arrival is confirmed within 10 s + 1 ms per byte sent
+ACK_BASE, ACK_RATE = 10.0, 1000  # a step of a command's arrival takes at most 10 s + 1 ms per byte it sends
 # A kernel message printed into a line of output: "[   12.345678] text" up to its own newline.
 KERNEL_MESSAGE = re.compile(rb"\[ *\d+\.\d+\] [^\n]*\n")
 # What the kernel prints as the board restarts or stops, even with a quiet console loglevel.
@@ -131,9 +132,10 @@ class Commands:
                    f"else rm -f {files}.*; {twice(f'{DAMAGED}:{token}')}; fi\n")
         self.console.log(f"running command (token {token})")
         self.console.send(script)
-        # The whole text must cross the line before the board can answer; allow for a slow one. No
-        # word means `head` still waits for bytes that were lost (the next attach interrupts it).
-        wait = min(deadline, time.monotonic() + ACK_BASE + len(script) / ACK_RATE) - time.monotonic()
+        # The board prints WORKING after each step of putting the input together: a slow board (a
+        # starved TCG guest) keeps talking, a stuck one (`head` waiting for bytes that were lost) falls
+        # silent. A step is allowed ACK_BASE, and the time its bytes take on a slow line.
+        quiet = ACK_BASE + max(len(step) for step in script.split(working())) / ACK_RATE
         what = (f"the board to confirm it received {brief(command)} ({len(script)} bytes sent; "
                 "were some lost on the way?)")
         tag = re.escape(f"{token}.0".encode())
@@ -143,9 +145,12 @@ class Commands:
                                        # the command's output, should both acknowledgements have been cut: left in place
                                        "output": rb"^(?=" + _line(START, tag) + rb":|" + _output_line(tag) + rb":|"
                                        + _line(END, tag) + rb"$)"},
-                                      wait, what, command)
-        except ConsoleTimeout:
-            self.console.ready = False  # the shell's state is unknown: nothing to give back
+                                      deadline - time.monotonic(), what, command, idle=quiet)
+        except ConsoleTimeout as e:
+            self.console.ready = False  # the shell's state is unknown (the next attach interrupts `head`)
+            if isinstance(e, ConsoleQuiet):
+                raise ConsoleTimeout(f"timed out waiting for {what}: the board was silent for {quiet:.0f}s; "
+                                     f"console showed: {self.console.tail()!r}") from None
             raise
         return name != "nack"
 

@@ -56,8 +56,7 @@ class SerialConsole:
         """Add what arrives within a second (at most until `deadline`) to the buffer, cleaned."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            tail = (self.buffer + self._raw)[-300:].decode(errors="replace")
-            raise ConsoleTimeout(f"timed out waiting for {what}; console showed: {tail!r}")
+            raise ConsoleTimeout(f"timed out waiting for {what}; console showed: {self.tail()!r}")
         try:
             chunk = self.channel.receive(timeout=min(remaining, 1.0))
         except TimeoutError:
@@ -93,11 +92,16 @@ class SerialConsole:
             scanned = max(0, len(self.buffer) - 512)  # patterns are short: only new text needs a look
             now = time.monotonic()
             if idle is not None and now - last >= idle and now < deadline:
-                raise ConsoleQuiet(f"the console showed nothing new for {idle:g}s while waiting for {what}")
+                raise ConsoleQuiet(f"the console showed nothing new for {idle:g}s while waiting for {what}; "
+                                   f"console showed: {self.tail()!r}")
             size = len(self.buffer) + len(self._raw)
             self.fill(deadline if idle is None else min(deadline, last + idle), what)
             if len(self.buffer) + len(self._raw) != size:
                 last = time.monotonic()
+
+    def tail(self) -> str:
+        """The last of what the console showed, for an error message."""
+        return (self.buffer + self._raw)[-300:].decode(errors="replace")
 
     def send(self, text: str | bytes) -> None:
         self.channel.send(text.encode() if isinstance(text, str) else text)

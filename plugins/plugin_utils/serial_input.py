@@ -12,6 +12,7 @@ import hashlib
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils import serial_cache
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_console import SerialConsole
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import PATCH_END, working
 
 LINE = 4000  # base64 characters per line typed to the board: under the tty's canonical limit of 4095
 
@@ -34,7 +35,8 @@ def write_text(console: SerialConsole, tmpdir: str, data: bytes, target: str) ->
     Long lines of a large input (the zipped code of an Ansible module, the same in every task
     that runs the module) are kept in a cache on the board and not sent again: the board is
     asked which it has (on `console`, at once), and the file put together is checked against
-    the input's sha256.
+    the input's sha256. Each step of putting it together ends with the board printing WORKING,
+    so a slow board is told from a stuck one by its silence, not by a clock.
     """
     segments = serial_cache.segments(data)
     if len(segments) == 1 and not segments[0][1]:
@@ -53,23 +55,39 @@ def write_text(console: SerialConsole, tmpdir: str, data: bytes, target: str) ->
         if cacheable:
             serial_cache.remember(segment, digest)
         if digest in have:
-            text += f"cat {cache}/{digest} >> {target}\n"
+            text += f"cat {cache}/{digest} >> {target}; {working()}\n"
             continue
         if digest in bases and bases[digest][0] in have:
             base, patches = bases[digest]
-            text += serial_cache.patch(f"{cache}/{base}", f"{cache}/{digest}", patches) + f"cat {cache}/{digest} >> {target}\n"
+            text += patch_text(f"{cache}/{base}", f"{cache}/{digest}", patches)
+            text += f"cat {cache}/{digest} >> {target}; {working()}\n"
             stored = True
             continue
         encoded, decode = encode(segment)
         if cacheable:
             entry, stored = f"{cache}/{digest}", True
             text += (f"head -c {len(encoded)} | {{ {decode} | tee {entry}.part >> {target}; cat > /dev/null; }}; "
-                     f"mv -f {entry}.part {entry} 2>/dev/null\n{encoded}")
+                     f"mv -f {entry}.part {entry} 2>/dev/null; {working()}\n{encoded}")
         else:
-            text += f"head -c {len(encoded)} | {{ {decode} >> {target}; cat > /dev/null; }}\n{encoded}"
+            text += f"head -c {len(encoded)} | {{ {decode} >> {target}; cat > /dev/null; }}; {working()}\n{encoded}"
     # A damaged or tampered entry: start the cache afresh, and no input file rather than a wrong one.
     text += (f'[ "$(sha256sum < {target} | cut -c1-64)" = {hashlib.sha256(data).hexdigest()} ] || '
              f"rm -f {cache}/* {target}\n")
     if stored:
         text += serial_cache.trim(cache)
     return text
+
+
+def patch_text(base: str, entry: str, patches: list[tuple[int, bytes]]) -> str:
+    """Shell text making `entry` from `base` with the blocks that differ (serial_cache.similar): their
+    bytes cross as one encoded file, each lands with one `dd` of whole PATCH_BLOCKs (the last block
+    of a line may be short: dd writes the short read as it is). The file put together is checked
+    against the input's sha256 as a whole, as any cached line is."""
+    block = serial_cache.PATCH_BLOCK
+    encoded, decode = encode(b"".join(data for _offset, data in patches))
+    places = "".join(f"{offset // block} {-(-len(data) // block)}\n" for offset, data in patches)
+    return (f"__jl_e={entry}; head -c {len(encoded)} | {{ {decode} > \"$__jl_e.d\"; cat > /dev/null; }}; {working()}\n"
+            f"{encoded}cp {base} \"$__jl_e.part\" && __jl_k=0 && while read -r __jl_o __jl_n; do "
+            f"dd if=\"$__jl_e.d\" of=\"$__jl_e.part\" bs={block} skip=$__jl_k seek=$__jl_o count=$__jl_n conv=notrunc "
+            f"2>/dev/null; __jl_k=$((__jl_k + __jl_n)); {working()}; done <<'{PATCH_END}'\n{places}{PATCH_END}\n"
+            f"mv -f \"$__jl_e.part\" {entry} 2>/dev/null; rm -f \"$__jl_e.d\"\n")

@@ -19,6 +19,8 @@ READY = "JL"  # + 12 random hex digits, alone on a line: a line typed to the she
 # --- a command (serial_commands) ---------------------------------------------------------------------
 ARRIVED = "JLA"  # JLA:token, twice: the command and its input arrived intact; the board runs them
 DAMAGED = "JLN"  # JLN:token, twice: they arrived damaged; the board removed them and ran nothing
+WORKING = "JLW"  # alone on a line: a step of putting a command's input together is done (the board is busy,
+#                  not stuck), so the wait for JLA is the wait for the board falling silent
 START = "JLS"  # JLS:tag:rc:stdout size:stderr size:stdout sha256:stderr sha256, twice: an emit's first line
 STDOUT = "O"  # Otag:base64: a line of the command's stdout, in an emit
 STDERR = "E"  # Etag:base64: a line of the command's stderr, in an emit
@@ -44,6 +46,11 @@ def split_marker(marker: str) -> str:
     """`marker` as it goes inside a single-quoted shell word: cut after its JL (JL''C), so the typed
     text never contains it whole."""
     return f"{marker[:2]}''{marker[2:]}"
+
+
+def working() -> str:
+    """Shell text printing WORKING (a shell builtin, no process started), never matching its own echo."""
+    return f"printf '%s\\n' {split_word(WORKING)}"
 
 
 def twice(word: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from jumpstarter_lab_driver_qemu.image import GuestImage, default_dir, find
 from jumpstarter_lab_driver_serial.client import Console
 
-BOOT_TIMEOUT = 240  # generous: a login prompt takes ~15 s under TCG here, CI machines may be slower
+BOOT_TIMEOUT = 420  # generous: a login prompt takes ~15 s under TCG here; a loaded CI machine took minutes
 PASSWORD = "jumpstarter"
 PROMPT = r"root@qemuboard:~# "
 MARKER = re.compile(rb"JUMPSTARTER_MARKER=(\S+)\r?\n")

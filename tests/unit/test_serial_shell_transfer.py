@@ -46,7 +46,10 @@ class PtyConsole:
         threading.Thread(target=self._pump, daemon=True).start()
         seen = b""
         while b"board# " not in seen:  # bash is up (a Ctrl-C before it is would kill it): a board's shell is running
-            seen += self.receive(30)
+            try:
+                seen += self.receive(90)  # a loaded machine (seen: bootstrap's debootstrap) is slow to start it
+            except TimeoutError:
+                raise AssertionError(f"bash showed no prompt in 90 s (exit status {self.process.poll()}): {seen!r}")
 
     def _pump(self):
         while True:
@@ -198,11 +201,46 @@ def test_a_new_version_of_a_cached_line_crosses_as_the_bytes_that_differ(board):
         return board.console.sent - before
 
     assert run_module() > len(code)
-    for offset in range(1000, len(code), 20_000):  # a new timestamp every 20 kB
-        code[offset:offset + 4] = b"ZZZZ" if code[offset:offset + 4] != b"ZZZZ" else b"YYYY"
+    _new_version_of(code)
     assert run_module() < 6_000  # the differing blocks, not the line
     code += b"AAAA"  # another length: no base, the line crosses whole
     assert run_module() > len(code)
+
+
+def _new_version_of(code: bytearray) -> None:
+    """Ansible's module zip from one run to the next, as far as the board sees it: new timestamps every 20 kB."""
+    for offset in range(1000, len(code), 20_000):
+        code[offset:offset + 4] = b"ZZZZ" if code[offset:offset + 4] != b"ZZZZ" else b"YYYY"
+
+
+def test_a_board_slow_to_put_a_line_together_is_waited_for_while_it_works(board, monkeypatch):
+    """A starved board (a TCG guest on a loaded host) applies each patch slowly: the wait for it goes on
+    as long as it reports each step done, however long all of them take."""
+    code = bytearray(base64.b64encode(os.urandom(150_000)))
+    stdin = lambda: b"zip_data = '" + bytes(code) + b"'\n"  # noqa: E731
+    assert board.run("sha256sum", stdin=stdin()).rc == 0
+    _new_version_of(code)
+    monkeypatch.setattr(serial_commands, "ACK_BASE", 1.0)
+    monkeypatch.setattr(serial_commands, "ACK_RATE", 1e9)
+    board.console.send(b'dd() { sleep 0.5; command dd "$@"; }\n')  # 10 patches: 5 s in all, 0.5 s a step
+    started = time.monotonic()
+    result = board.run("sha256sum", stdin=stdin())
+    assert result.stdout.split()[0].decode() == hashlib.sha256(stdin()).hexdigest()
+    assert time.monotonic() - started > 5
+
+
+def test_a_board_stuck_putting_a_line_together_fails_once_it_falls_silent(board, monkeypatch):
+    code = bytearray(base64.b64encode(os.urandom(150_000)))
+    stdin = lambda: b"zip_data = '" + bytes(code) + b"'\n"  # noqa: E731
+    assert board.run("sha256sum", stdin=stdin()).rc == 0
+    _new_version_of(code)
+    monkeypatch.setattr(serial_commands, "ACK_BASE", 1.0)
+    monkeypatch.setattr(serial_commands, "ACK_RATE", 1e9)
+    board.console.send(b"dd() { sleep 60; }\n")
+    started = time.monotonic()
+    with pytest.raises(serial_commands.ConsoleError, match="confirm it received 'sha256sum'.* silent for 1s"):
+        board.run("sha256sum", stdin=stdin(), timeout=120)
+    assert time.monotonic() - started < 30
 
 
 class PacedConsole:
