@@ -119,4 +119,3 @@ def similar(segment: bytes, digest: str) -> tuple[str, list[tuple[int, bytes]]] 
         if size < len(segment) // 4 and (best is None or size < best[0]):
             best = (size, entry.name, patches)
     return (best[1], best[2]) if best else None
-

@@ -213,33 +213,35 @@ def _new_version_of(code: bytearray) -> None:
         code[offset:offset + 4] = b"ZZZZ" if code[offset:offset + 4] != b"ZZZZ" else b"YYYY"
 
 
+def _module_input(code: bytearray) -> bytes:
+    return b"zip_data = '" + bytes(code) + b"'\n"
+
+
 def test_a_board_slow_to_put_a_line_together_is_waited_for_while_it_works(board, monkeypatch):
     """A starved board (a TCG guest on a loaded host) applies each patch slowly: the wait for it goes on
     as long as it reports each step done, however long all of them take."""
     code = bytearray(base64.b64encode(os.urandom(150_000)))
-    stdin = lambda: b"zip_data = '" + bytes(code) + b"'\n"  # noqa: E731
-    assert board.run("sha256sum", stdin=stdin()).rc == 0
+    assert board.run("sha256sum", stdin=_module_input(code)).rc == 0
     _new_version_of(code)
     monkeypatch.setattr(serial_commands, "ACK_BASE", 1.0)
     monkeypatch.setattr(serial_commands, "ACK_RATE", 1e9)
     board.console.send(b'dd() { sleep 0.5; command dd "$@"; }\n')  # 10 patches: 5 s in all, 0.5 s a step
     started = time.monotonic()
-    result = board.run("sha256sum", stdin=stdin())
-    assert result.stdout.split()[0].decode() == hashlib.sha256(stdin()).hexdigest()
+    result = board.run("sha256sum", stdin=_module_input(code))
+    assert result.stdout.split()[0].decode() == hashlib.sha256(_module_input(code)).hexdigest()
     assert time.monotonic() - started > 5
 
 
 def test_a_board_stuck_putting_a_line_together_fails_once_it_falls_silent(board, monkeypatch):
     code = bytearray(base64.b64encode(os.urandom(150_000)))
-    stdin = lambda: b"zip_data = '" + bytes(code) + b"'\n"  # noqa: E731
-    assert board.run("sha256sum", stdin=stdin()).rc == 0
+    assert board.run("sha256sum", stdin=_module_input(code)).rc == 0
     _new_version_of(code)
     monkeypatch.setattr(serial_commands, "ACK_BASE", 1.0)
     monkeypatch.setattr(serial_commands, "ACK_RATE", 1e9)
     board.console.send(b"dd() { sleep 60; }\n")
     started = time.monotonic()
     with pytest.raises(serial_commands.ConsoleError, match="confirm it received 'sha256sum'.* silent for 1s"):
-        board.run("sha256sum", stdin=stdin(), timeout=120)
+        board.run("sha256sum", stdin=_module_input(code), timeout=120)
     assert time.monotonic() - started < 30
 
 
