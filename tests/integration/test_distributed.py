@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 
 import pytest
@@ -259,9 +260,13 @@ def test_tls_controller_with_a_lab_ca(tmp_path):
                         trust=("--ca", str(pki / "ca.crt")))
     try:
         lab.client("alice")
+        config = tmp_path / "alice.yaml"
+        # The configs carry the CA inline, as upstream's do: they work where the lab's CA file is not.
+        assert base64.b64decode(yaml.safe_load(config.read_text())["tls"]["ca"]) == (pki / "ca.crt").read_bytes()
         lab.exporter("bench1", "board=mock")
-        config = str(tmp_path / "alice.yaml")
-        done = cli("shell", "--client-config", config, "--selector", "board=mock", "--", CLI, "call", "power.status")
+        (pki / "ca.crt").rename(tmp_path / "ca-elsewhere.crt")
+        done = cli("shell", "--client-config", str(config), "--selector", "board=mock", "--", CLI, "call",
+                   "power.status")
         assert done.returncode == 0 and done.stdout.strip() == "off", done.stderr
         untrusting = ClientConfig.load(config)
         untrusting.tls = {}  # the system's CAs do not know the lab's CA

@@ -18,6 +18,7 @@ import yaml
 from ..client.config import ClientConfig
 from ..wire import names
 from ..wire.documents import API_VERSION, parse_yaml, read_document, validate
+from ..wire.channels import inline_ca
 from ..wire.errors import ConfigError, JumpstarterLabError
 
 _IDENTITY = {
@@ -125,8 +126,8 @@ def apply(authority, path: str, out_dir: Path) -> dict:
     data, declared = load_declaration(path)
     endpoint = data["endpoint"]
     tls = dict(data.get("tls") or {})
-    if tls.get("ca"):
-        tls["ca"] = str(Path(tls["ca"]).resolve())
+    if tls.get("ca"):  # inline, so that the configs work on any machine (and with upstream's tools)
+        tls["ca"] = inline_ca(tls["ca"])
     days = float(data.get("days", 365))
     report: dict[str, list[str]] = {"created": [], "updated": [], "written": [], "revoked": []}
     for identity in declared:

@@ -16,6 +16,7 @@ import yaml
 from ..client import ClientConfig, ControllerClient, load_client_config
 from ..exporter import parse_address
 from ..wire import defaults, names
+from ..wire.channels import inline_ca
 from ..wire.documents import API_VERSION
 from ..wire.errors import ConfigError, DriverInvalidArgument
 from .common import add_client_config_option, with_signals
@@ -53,7 +54,7 @@ def _write_private(path: str | None, text: str) -> None:
 def _tls(args) -> dict:
     if args.insecure:
         return {"insecure": True}
-    return {"ca": str(Path(args.ca).resolve())} if args.ca else {}
+    return {"ca": inline_ca(args.ca)} if args.ca else {}  # inline: the config works on any machine
 
 
 # --- controller -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ between channels to the same address, and to an exporter a connection is a sessi
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import grpc
@@ -46,8 +47,28 @@ def read_pem(path: str | Path | None, what: str) -> bytes | None:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
-def read_ca(path: str | Path | None) -> bytes | None:
-    return read_pem(path, "CA certificate")
+def read_ca(value: str | Path | None) -> bytes | None:
+    """A CA certificate given as a file (this project's options) or as base64 of its PEM text
+    (upstream Jumpstarter's configs, and what `inline_ca` writes, so that a config works anywhere)."""
+    if not value:
+        return None
+    text = str(value).strip()
+    try:
+        pem = base64.b64decode(text, validate=True)
+    except ValueError:
+        pem = b""
+    if pem.lstrip().startswith(b"-----BEGIN CERTIFICATE-----"):
+        return pem
+    try:
+        return Path(text).expanduser().read_bytes()
+    except OSError:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise ConfigError(f"CA certificate {shown!r} is neither a file nor base64 of a PEM certificate") from None
+
+
+def inline_ca(path: str | Path) -> str:
+    """The CA certificate at `path` as a config carries it inline (base64 of the PEM, as upstream's)."""
+    return base64.b64encode(read_pem(path, "CA certificate") or b"").decode()
 
 
 def read_token_file(path: str | Path, what: str = "token file") -> str:
