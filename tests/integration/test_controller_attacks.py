@@ -97,13 +97,13 @@ def test_revocation_ends_open_leases_and_takes_an_exporter_out_of_scheduling(lab
         finally:
             await client.close()
 
-    # An exporter revoked: listed offline, never granted, its process told so.
+    # An exporter revoked: no longer listed (it has left the lab), never granted, its process told so.
     start = time.monotonic()
     assert cli("admin", "revoke", "exporter", "bench2", "--db", lab.db).returncode == 0
-    while asyncio.run(exporters())["bench2"]:
-        assert time.monotonic() - start < 15, "the revoked exporter stayed online"
+    while "bench2" in asyncio.run(exporters()):
+        assert time.monotonic() - start < 15, "the revoked exporter stayed listed"
         time.sleep(0.2)
-    print(f"revoked exporter listed offline {time.monotonic() - start:.1f}s after `admin revoke` began")
+    print(f"revoked exporter gone from the listing {time.monotonic() - start:.1f}s after `admin revoke` began")
     assert bench2.process.wait(timeout=20) != 0  # its Status stream ended: the token is refused
     with pytest.raises(DriverError, match="was not granted within"):
         asyncio.run(_wait(alice, asyncio.run(_create(alice, "slot=2")), 3))

@@ -21,13 +21,14 @@ class ClientServicer:
         self.authority, self.leases = authority, leases
 
     async def _exporters(self, identity: Identity, name_filter: str | None = None) -> list[client_pb2.Exporter]:
-        """The exporters of the caller's namespace its capabilities let it lease (and `name_filter` selects)."""
+        """The exporters of the caller's namespace its capabilities let it lease (and `name_filter` selects);
+        not those an admin revoked: they have left the lab."""
         listed = await asyncio.to_thread(self.leases.exporters.listing, identity.namespace)
         granted = {name for namespace, name in self.leases.grants() if namespace == identity.namespace}
         t = now()
         result = []
         for name, seen in listed:
-            if not lease_policy.allows(identity.allowed_exporters, seen.labels):
+            if seen.revoked or not lease_policy.allows(identity.allowed_exporters, seen.labels):
                 continue
             if name_filter is not None and not selectors.matches(name_filter, seen.labels):
                 continue
