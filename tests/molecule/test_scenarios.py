@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,12 +28,23 @@ def molecule_env(tmp_path_factory):
         pytest.fail(f"molecule is not installed in {molecule.parent}; scripts/bootstrap.sh installs it")
     if os.geteuid() != 0:
         pytest.fail("the molecule hosts are booted with systemd-nspawn, which needs root (as CI runs)")
+    # The collection as users install it: built into a tarball, installed with ansible-galaxy.
+    built = tmp_path_factory.mktemp("built")
     collections = tmp_path_factory.mktemp("collections")
-    (collections / "ansible_collections" / "jumpstarter").mkdir(parents=True)
-    (collections / "ansible_collections" / "jumpstarter" / "lab").symlink_to(ROOT)
+    galaxy = [str(molecule / "ansible-galaxy"), "collection"]
+    done = subprocess.run([*galaxy, "build", "--output-path", str(built), str(ROOT)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (tarball,) = built.glob("jumpstarter-lab-*.tar.gz")
+    done = subprocess.run([*galaxy, "install", "-p", str(collections), str(tarball)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # JUMPSTARTER_LAB_VENV: the project's venv, for what a lab user runs on the Ansible controller (the inventory
+    # plugin and modules need the client library).
     return dict(os.environ, PATH=f"{molecule}{os.pathsep}{os.environ['PATH']}",
                 JUMPSTARTER_LAB_COLLECTIONS=str(collections), ANSIBLE_COLLECTIONS_PATH=str(collections),
-                JUMPSTARTER_LAB_CACHE=str(CACHE), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+                JUMPSTARTER_LAB_CACHE=str(CACHE), JUMPSTARTER_LAB_VENV=sys.prefix,
+                ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
 
 
 def test_there_is_a_scenario_per_role():
