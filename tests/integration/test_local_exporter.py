@@ -128,6 +128,33 @@ def test_end_session_gives_fresh_drivers(recorder):
         assert root.rec.note("two") != first
 
 
+def test_status_is_ready_for_a_session_and_available_once_its_client_ended_it(recorder):
+    """What upstream's client polls (GetStatus) around a session; asking starts no session (no drivers built)."""
+    from jumpstarter_lab.wire.protocol import common_pb2, jumpstarter_pb2
+
+    with connect(recorder.address, allow=TRUST_FIXTURES, session="s") as root:
+        connection = root.connection
+
+        async def get_status():
+            return await connection.stub.GetStatus(jumpstarter_pb2.GetStatusRequest(), metadata=connection.metadata,
+                                                   timeout=10)
+
+        def status():
+            return connection.portal.call(get_status())
+
+        first = root.rec.note("one")
+        assert status().status == common_pb2.EXPORTER_STATUS_LEASE_READY
+        connection.portal.call(connection.end_session())
+        wait_for(lambda: f"{first} closed" in events(recorder.record), 5, "EndSession to close the drivers")
+        ended = status()
+        assert (ended.status, ended.previous_status) == (common_pb2.EXPORTER_STATUS_AVAILABLE,
+                                                         common_pb2.EXPORTER_STATUS_LEASE_READY)
+        assert ended.status_version > 1
+        assert status().status == common_pb2.EXPORTER_STATUS_AVAILABLE  # asking again started no session
+        assert root.rec.note("two") != first  # a call starts the next session: ready again
+        assert status().status == common_pb2.EXPORTER_STATUS_LEASE_READY
+
+
 def test_errors_arrive_as_the_matching_exceptions(recorder):
     with connect(recorder.address, allow=TRUST_FIXTURES) as root:
         rec = root.rec

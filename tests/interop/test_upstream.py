@@ -1,4 +1,5 @@
-"""Upstream Jumpstarter 0.9.0 as a real peer, in both directions, and its protocol descriptors."""
+"""Upstream Jumpstarter 0.9.0 as a real peer, in both directions (its client against our exporter and our
+controller, our client against its exporter), and its protocol descriptors."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import textwrap
 
 import pytest
 
-from helpers import ROOT, STANDARD_EXPORT, exporter_config, free_port, upstream_venv, wait_for
+import yaml
+
+from helpers import ROOT, STANDARD_EXPORT, ControllerLab, cli, exporter_config, free_port, upstream_venv, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.wire.errors import MethodNotFound
 
@@ -143,3 +146,41 @@ def test_upstream_client_drives_our_exporter(make_config, run_exporter, tmp_path
         "echo echo from upstream",
         "serial serial from upstream",
     ]
+
+
+def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_path):
+    """Upstream's jmp with a client config from `admin create-client`, over TLS with the lab's CA inline: lists
+    the exporters, takes a lease, runs `j` through our router in `jmp shell` (which ends the session and
+    waits for the exporter to say it is available again) and gives the lease back."""
+    pki = tmp_path / "pki"
+    assert cli("admin", "make-ca", "--dir", str(pki)).returncode == 0
+    assert cli("admin", "issue-cert", "--dir", str(pki), "--host", "127.0.0.1").returncode == 0
+    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"),
+                        serve=("--tls-cert", str(pki / "controller.crt"), "--tls-key", str(pki / "controller.key")),
+                        trust=("--ca", str(pki / "ca.crt")))
+    venv = upstream_venv()
+    env = dict(os.environ, HOME=str(tmp_path), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+
+    def jmp(*args: str, timeout: float = 60) -> str:
+        verb = 1 if args[0] == "shell" else 2  # the options go before a shell's command
+        command = [*args[:verb], "--client-config", str(tmp_path / "alice.yaml"), *args[verb:]]
+        result = subprocess.run([str(venv / "bin" / "jmp"), *command],
+                                capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path, check=False)
+        assert result.returncode == 0, f"jmp {' '.join(args)}: {result.stdout}{result.stderr}"
+        return result.stdout
+
+    try:
+        lab.client("alice")
+        lab.exporter("bench1", "board=mock")
+        listed = yaml.safe_load(jmp("get", "exporters", "-o", "yaml", "--with", "online"))
+        assert [(e["name"], e["online"], e["labels"]) for e in listed["exporters"]] == [
+            ("bench1", True, {"board": "mock"})], listed
+        lease = jmp("create", "lease", "-l", "board=mock", "--duration", "10m", "-o", "name").strip()
+        assert lease in jmp("get", "leases")
+        # Before the exporter answered GetStatus after EndSession, jmp shell waited 300 s for it here.
+        shell = jmp("shell", "--lease", lease, "--", "sh", "-c", "j power on && j power off && echo done", timeout=120)
+        assert "done" in shell
+        jmp("delete", "lease", lease)
+        assert lease not in jmp("get", "leases")
+    finally:
+        lab.stop()

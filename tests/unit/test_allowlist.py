@@ -173,3 +173,19 @@ def _written(directory: Path, text: str) -> Path:
     path = directory / "dumped.yaml"
     path.write_text(text)
     return path
+
+
+def test_new_client_configs_allow_exactly_the_upstream_interfaces_the_drivers_serve():
+    import tomllib
+
+    from jumpstarter_lab.client.allowlist import UPSTREAM_INTERFACES
+
+    root = Path(__file__).resolve().parents[2]
+    labels = set()
+    for pyproject in [root / "exporter" / "pyproject.toml", *sorted((root / "drivers").glob("*/pyproject.toml"))]:
+        declared = tomllib.loads(pyproject.read_text())["project"].get("entry-points", {})
+        labels |= set(declared.get("jumpstarter_lab.clients", {}))
+    served = {label.split(".", 1)[0] + ".client.*" for label in labels if label.startswith("jumpstarter_driver_")}
+    assert set(UPSTREAM_INTERFACES) == served
+    config = ClientConfig.issued("alice", "default", "lab:8082", "token", {})
+    assert yaml.safe_load(config.dump())["drivers"] == {"allow": list(UPSTREAM_INTERFACES), "unsafe": False}

@@ -91,8 +91,7 @@ def config_path(out_dir: Path, identity: Declared) -> Path:
 
 def _config_text(identity: Declared, endpoint: str, tls: dict, token: str) -> str:
     if identity.kind == "client":
-        return ClientConfig(name=identity.name, namespace=identity.namespace, endpoint=endpoint, token=token,
-                            tls=tls).dump()
+        return ClientConfig.issued(identity.name, identity.namespace, endpoint, token, tls).dump()
     return yaml.safe_dump({"apiVersion": API_VERSION, "kind": "ExporterConfig",
                            "metadata": {"namespace": identity.namespace, "name": identity.name},
                            "endpoint": endpoint, "token": token, "tls": tls, "export": {}}, sort_keys=False)

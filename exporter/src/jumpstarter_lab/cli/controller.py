@@ -99,8 +99,7 @@ def cmd_admin_create_client(args) -> int:
         capabilities["methods"] = args.allow_methods
     token = _authority(args).create("client", args.namespace, args.name, _labels(args.label), capabilities,
                                     ttl_days=args.days)
-    config = ClientConfig(name=args.name, namespace=args.namespace, endpoint=args.endpoint, token=token,
-                          tls=_tls(args), allow=[])
+    config = ClientConfig.issued(args.name, args.namespace, args.endpoint, token, _tls(args))
     _write_private(args.output, config.dump())
     return 0
 

@@ -30,6 +30,21 @@ from . import provenance
 ENV_ALLOW = "JMP_DRIVERS_ALLOW"  # the same variable upstream's client reads; "UNSAFE" trusts any class
 UNSAFE = "UNSAFE"
 
+# The client packages of the upstream interfaces this project's drivers serve: their reports name these
+# classes. New client configs allow them, so that upstream's client (`jmp shell`, `j`) loads its own classes for
+# them (it trusts nothing by default); this project's client loads its declared classes for those labels, and
+# upstream's only where its own are not installed. Kept in step with the driver families' declarations by
+# tests/unit/test_allowlist.py.
+UPSTREAM_INTERFACES = (
+    "jumpstarter_driver_composite.client.*",
+    "jumpstarter_driver_gpiod.client.*",
+    "jumpstarter_driver_network.client.*",
+    "jumpstarter_driver_opendal.client.*",
+    "jumpstarter_driver_power.client.*",
+    "jumpstarter_driver_pyserial.client.*",
+    "jumpstarter_driver_shell.client.*",
+)
+
 
 class Allowlist:
     def __init__(self, patterns: Iterable[str] | None = None, *, pins: Mapping[str, str] | None = None,

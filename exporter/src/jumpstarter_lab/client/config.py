@@ -9,7 +9,7 @@ import yaml
 
 from ..wire.documents import API_VERSION, parse_yaml, read_document, validate
 from ..wire.errors import ConfigError
-from .allowlist import Allowlist
+from .allowlist import UPSTREAM_INTERFACES, Allowlist
 from .provenance import PIN_PATTERN
 
 ENV_CLIENT_CONFIG = "JMP_CLIENT_CONFIG"  # the same variable upstream's client reads
@@ -52,6 +52,12 @@ class ClientConfig:
     allow: list[str] = field(default_factory=list)
     unsafe: bool = False
     pins: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def issued(cls, name: str, namespace: str, endpoint: str, token: str, tls: dict) -> ClientConfig:
+        """The config written for a new client: upstream's client can use it too (UPSTREAM_INTERFACES)."""
+        return cls(name=name, namespace=namespace, endpoint=endpoint, token=token, tls=tls,
+                   allow=list(UPSTREAM_INTERFACES))
 
     @classmethod
     def load(cls, path: str | Path) -> ClientConfig:

@@ -39,7 +39,6 @@ class ExporterServicer:
         self.sessions = sessions
         self.uuid = uuid
         self.labels = labels
-        self.status_version = 1
 
     async def GetReport(self, request, context):
         session = self.sessions.for_context(context)
@@ -122,11 +121,17 @@ class ExporterServicer:
         return jumpstarter_pb2.ResetResponse()
 
     async def GetStatus(self, request, context):
-        self.sessions.for_context(context)
+        """The caller's view of the exporter, as upstream's clients poll it: ready for its session (none runs a
+        hook before it), or available again once it ended the session (upstream's client waits for that
+        after EndSession). Asking starts no session."""
+        if self.sessions.ended_by_client(context):
+            return jumpstarter_pb2.GetStatusResponse(status=common_pb2.EXPORTER_STATUS_AVAILABLE,
+                                                     message="session ended", status_version=2,
+                                                     previous_status=common_pb2.EXPORTER_STATUS_LEASE_READY)
         return jumpstarter_pb2.GetStatusResponse(status=common_pb2.EXPORTER_STATUS_LEASE_READY,
-                                                 message="ready", status_version=self.status_version)
+                                                 message="ready", status_version=1)
 
     async def EndSession(self, request, context):
         session = self.sessions.for_context(context)
-        await self.sessions.end(session)
+        await self.sessions.end(session, by_client=True)
         return jumpstarter_pb2.EndSessionResponse(success=True, message="session ended")

@@ -83,20 +83,29 @@ class SessionManager:
         self._sessions: dict[tuple, Session] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bindings: dict[str, tuple[tuple, dict]] = {}  # peer -> (lease session key, capabilities)
+        self._ended_by_client: set[tuple] = set()  # keys of sessions their client ended (EndSession)
         self.log_handler = _SessionLogHandler(self._sessions)
 
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def _key(self, context: grpc.aio.ServicerContext) -> tuple[tuple, dict]:
+        """(session key, capabilities) of an RPC: its lease's, its named session's or its connection's."""
+        name = dict(context.invocation_metadata() or ()).get(wire_metadata.SESSION)
+        return self._bindings.get(context.peer()) or ((("named", name) if name else ("connection", context.peer())), {})
+
+    def ended_by_client(self, context: grpc.aio.ServicerContext) -> bool:
+        """Whether the session this RPC would belong to was ended by its client (EndSession), none started since."""
+        return self._key(context)[0] in self._ended_by_client
+
     def for_context(self, context: grpc.aio.ServicerContext) -> Session:
         """The session an RPC belongs to, started by its first RPC."""
         self._loop = asyncio.get_running_loop()
-        metadata = dict(context.invocation_metadata() or ())
         peer = context.peer()
-        name = metadata.get(wire_metadata.SESSION)
-        key, capabilities = self._bindings.get(peer) or ((("named", name) if name else ("connection", peer)), {})
+        key, capabilities = self._key(context)
         session = self._sessions.get(key)
         if session is None:
+            self._ended_by_client.discard(key)
             driver_context = DriverContext()
             try:
                 root = self._build(driver_context)
@@ -117,12 +126,15 @@ class SessionManager:
         self._bindings[peer] = (("lease", lease), capabilities)
 
     async def end_lease(self, lease: str) -> None:
+        self._ended_by_client.discard(("lease", lease))
         session = self._sessions.get(("lease", lease))
         if session is not None:
             await self.end(session)
 
-    async def end(self, session: Session) -> None:
+    async def end(self, session: Session, *, by_client: bool = False) -> None:
         self._sessions.pop(session.key, None)
+        if by_client and len(self._ended_by_client) < 1024:  # bounded: a client cannot grow it without end
+            self._ended_by_client.add(session.key)
         await session.close()
 
     def connection_closed(self, peer: str) -> None:
