@@ -16,6 +16,13 @@ description:
     board's serial console. Hosts from the controller need a lease first (M(jumpstarter.lab.lease)).
   - Hosts are put in the group C(jumpstarter); C(keyed_groups), C(groups) and C(compose) build more from the
     variables, e.g. one group per value of a label.
+  - A host from the controller has the variables C(jumpstarter_exporter) (the exporter's name),
+    C(jumpstarter_client_config), C(jumpstarter_labels), C(jumpstarter_online) and C(jumpstarter_status), one of
+    C(available), C(lease_ready) (leased), C(before_lease_hook), C(after_lease_hook),
+    C(before_lease_hook_failed), C(after_lease_hook_failed), C(offline) and C(unspecified) (upstream's
+    ExporterStatus values). A host listed in the file has C(jumpstarter_host), C(jumpstarter_labels), and
+    C(jumpstarter_tls_ca) or C(jumpstarter_insecure) when given. What comes from the controller is marked
+    unsafe, never templated.
   - The inventory file's name must end in C(jumpstarter.yml) or C(jumpstarter.yaml).
   - With O(cache=true) the controller's list of exporters is kept in Ansible's inventory cache
     (O(cache_plugin), O(cache_connection), O(cache_timeout)), and a later run within O(cache_timeout) reads it
@@ -31,7 +38,7 @@ options:
     description: The name of this plugin, so Ansible picks it for the file.
     type: str
     required: true
-    choices: [jumpstarter.lab.jumpstarter, jumpstarter]
+    choices: [jumpstarter.lab.jumpstarter]
   client_config:
     description:
       - Client config file (endpoint, token, TLS) of the controller to list exporters from. Without it, only
@@ -47,6 +54,11 @@ options:
     description: Leave out exporters the controller reports offline.
     type: bool
     default: false
+  timeout:
+    description: Seconds to wait for the controller's answer; an unreachable or silent controller fails the
+      inventory source after that, naming its address.
+    type: float
+    default: 10
   exporters:
     description:
       - Exporters reached directly, by inventory host name. Each is a mapping with C(host) (a Unix socket path or
@@ -138,7 +150,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         from jumpstarter_lab.wire import names  # with_controller has said how to install it if it is missing
 
         found = with_controller(config, lambda client: client.exporters(asked["selector"]),
-                                f"listing exporters from the controller in {config}")
+                                f"listing exporters from the controller in {config}",
+                                timeout=self.get_option("timeout"))
         exporters = [{"name": names.short(exporter.name), "labels": dict(exporter.labels),
                       "status": _status_name(exporter.status)} for exporter in found]
         if use_cache:

@@ -10,7 +10,7 @@ short_description: Call a method a board's exporter exports (power, storage, GPI
 description:
   - Calls O(method) of the driver at O(driver) in the host's exporter tree with O(args), and returns what it
     returned, e.g. C(board.power) C(on), C(relay) C(off), C(board.storage) C(host).
-  - Reaches the exporter the way the M(jumpstarter.lab.jumpstarter) connection plugin does, from the host's
+  - Reaches the exporter the way the P(jumpstarter.lab.jumpstarter#connection) connection plugin does, from the host's
     variables - a socket or address (C(jumpstarter_host), joining the host's exporter session) or a lease
     (C(jumpstarter_lease) with C(jumpstarter_client_config)) - so a board powered on here is on for the tasks
     that use its console.

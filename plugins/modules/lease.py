@@ -10,7 +10,7 @@ short_description: Take or give back a lease on a board from a Jumpstarter contr
 description:
   - With O(state=present), asks the controller for a lease on the host's exporter (the inventory plugin sets
     C(jumpstarter_exporter)) or on any exporter matching O(selector), waits in the queue until it is granted,
-    and sets the fact C(jumpstarter_lease), which the M(jumpstarter.lab.jumpstarter) connection plugin and
+    and sets the fact C(jumpstarter_lease), which the P(jumpstarter.lab.jumpstarter#connection) connection plugin and
     M(jumpstarter.lab.call) use for the rest of the play. A host whose C(jumpstarter_lease) is still granted
     keeps it (no change).
   - With O(state=absent), releases the host's lease (C(jumpstarter_lease), or O(name)); the board's exporter
@@ -44,7 +44,7 @@ options:
   client_config:
     description:
       - Client config file of the controller. Defaults to the host's C(jumpstarter_client_config), else the
-        environment's C(JMP_CLIENT_CONFIG), as for the M(jumpstarter.lab.jumpstarter) connection plugin.
+        environment's C(JMP_CLIENT_CONFIG), as for the P(jumpstarter.lab.jumpstarter#connection) connection plugin.
     type: path
   duration:
     description:

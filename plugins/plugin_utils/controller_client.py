@@ -12,8 +12,9 @@ from ansible.errors import AnsibleError
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import require_library
 
 
-def with_controller(config_path: str | None, work, what: str):
-    """Run `await work(client)` with a ControllerClient for the client config at `config_path`.
+def with_controller(config_path: str | None, work, what: str, timeout: float | None = None):
+    """Run `await work(client)` with a ControllerClient for the client config at `config_path` (each call
+    waiting at most `timeout` seconds for the controller, else the library's default).
 
     Errors of the library (a refused token, an unreachable controller, an unknown lease)
     become AnsibleError saying `what` failed and why.
@@ -27,7 +28,8 @@ def with_controller(config_path: str | None, work, what: str):
                            "or JMP_CLIENT_CONFIG)")
 
     async def main():
-        client = ControllerClient(ClientConfig.load(os.path.expanduser(config_path)))
+        config = ClientConfig.load(os.path.expanduser(config_path))
+        client = ControllerClient(config) if timeout is None else ControllerClient(config, timeout)
         try:
             return await work(client)
         finally:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.loader import connection_loader
@@ -21,12 +22,20 @@ else:
 CONNECTION = "jumpstarter.lab.jumpstarter"
 
 
+def install_line() -> str:
+    """The one command that gives the Python running Ansible what the plugins need: the requirements, then the
+    collection's own distributions (the client library and every driver family's client)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return (f"pip install -r {root}/requirements.txt && "
+            f"pip install --no-deps {root}/exporter {root}/drivers/*")
+
+
 def require_library(error: type[Exception] = AnsibleConnectionFailure) -> None:
     """Raise `error` saying how to get the jumpstarter_lab package when this Python lacks it."""
     if IMPORT_ERROR is not None:
         raise error(
             f"the jumpstarter_lab Python package is needed on the Ansible controller ({IMPORT_ERROR}); "
-            "install the collection's exporter/ distribution into the Python that runs Ansible")
+            f"install it into the Python that runs Ansible: {install_line()}")
 
 
 def task_options(play_context, task_vars: dict, templar):

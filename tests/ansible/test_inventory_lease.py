@@ -183,3 +183,30 @@ def test_a_cached_inventory_needs_no_controller(lab_inventory):
     assert refused.returncode != 0 and nothing is None
     assert f"listing exporters from the controller in {ansible.workdir / 'alice.yaml'}" in refused.stderr, refused.stderr
     assert "unavailable" in refused.stderr  # and why: the controller is not there
+
+
+def test_a_silent_controller_fails_the_inventory_after_its_timeout_naming_it(tmp_path, collections_path):
+    """A controller port that accepts connections and never answers (a hung process, a firewall's tarpit)."""
+    import socket
+
+    from jumpstarter_lab.client import ClientConfig
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # never accepted, never answered: the handshake completes in the kernel, then nothing
+    endpoint = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        config = tmp_path / "alice.yaml"
+        config.write_text(ClientConfig.issued("alice", "default", endpoint, "x.y.z", {"insecure": True}).dump())
+        config.chmod(0o600)
+        inventory = tmp_path / "lab.jumpstarter.yml"
+        inventory.write_text(yaml.safe_dump({"plugin": "jumpstarter.lab.jumpstarter", "client_config": str(config),
+                                             "timeout": 2}))
+        (tmp_path / "tmp").mkdir()
+        ansible = Lab(tmp_path, collections_path, None)
+        result = run(ansible, "env", "ANSIBLE_INVENTORY_UNPARSED_FAILED=1", str(BIN / "ansible-inventory"),
+                     "-i", str(inventory), "--list")
+        assert result.returncode != 0
+        assert f"the controller at {endpoint} did not answer within 2s" in result.stderr, result.stderr
+    finally:
+        silent.close()

@@ -10,7 +10,7 @@ import grpc
 from ..wire import defaults, names
 from ..wire import metadata as wire_metadata
 from ..wire.channels import channel_for
-from ..wire.errors import DriverError, ExporterNotReady, exception_for_rpc_error
+from ..wire.errors import DriverError, DriverTimeout, ExporterNotReady, exception_for_rpc_error
 from ..wire.protocol import client_pb2, client_pb2_grpc, jumpstarter_pb2, jumpstarter_pb2_grpc
 from .config import ClientConfig
 
@@ -37,8 +37,9 @@ def _status(lease: client_pb2.Lease) -> LeaseStatus:
 class ControllerClient:
     """One client's view of the controller: exporters, leases, dialing."""
 
-    def __init__(self, config: ClientConfig):
-        self.config = config
+    def __init__(self, config: ClientConfig, timeout: float = defaults.CONTROLLER_CALL):
+        """`timeout`: seconds each call may wait for the controller's answer."""
+        self.config, self.timeout = config, timeout
         self.channel = channel_for(config.endpoint, config.tls)
         self.metadata = wire_metadata.identity_metadata(config.token, "Client", config.namespace, config.name)
         self.clients = client_pb2_grpc.ClientServiceStub(self.channel)
@@ -57,8 +58,11 @@ class ControllerClient:
 
     async def _call(self, what: str, method, request, extra: tuple = ()):
         try:
-            return await method(request, metadata=self.metadata + extra, timeout=30)
+            return await method(request, metadata=self.metadata + extra, timeout=self.timeout)
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # the message would say only "Deadline Exceeded"
+                raise DriverTimeout(f"{what}: the controller at {self.config.endpoint} did not answer within "
+                                    f"{self.timeout:g}s") from None
             raise exception_for_rpc_error(e, what) from None
 
     async def exporters(self, selector: str = "") -> list[client_pb2.Exporter]:
