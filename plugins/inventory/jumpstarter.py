@@ -106,16 +106,6 @@ CONNECTION = "jumpstarter.lab.jumpstarter"
 GROUP = "jumpstarter"
 
 
-def _status_name(value: int) -> str:
-    """`EXPORTER_STATUS_LEASE_READY` -> `lease_ready` (the controller's enum, as a plain word)."""
-    from jumpstarter_lab.wire.protocol import common_pb2
-
-    try:
-        return common_pb2.ExporterStatus.Name(value).removeprefix("EXPORTER_STATUS_").lower()
-    except ValueError:
-        return "unspecified"
-
-
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "jumpstarter.lab.jumpstarter"
 
@@ -153,7 +143,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                 f"listing exporters from the controller in {config}",
                                 timeout=self.get_option("timeout"))
         exporters = [{"name": names.short(exporter.name), "labels": dict(exporter.labels),
-                      "status": _status_name(exporter.status)} for exporter in found]
+                      "status": names.status_name(exporter.status)} for exporter in found]
         if use_cache:
             self._cache[key] = {"asked": asked, "exporters": exporters}
         return exporters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import signal
 
 import pytest
@@ -274,3 +275,29 @@ def test_tls_controller_with_a_lab_ca(tmp_path):
             run(with_client(untrusting, lambda c: c.exporters()))
     finally:
         lab.stop()
+
+
+def test_listings_for_scripts_and_durations_as_people_write_them(lab):
+    lab.client("alice")
+    lab.exporter("bench1", "board=mock", "rack=1")
+    config = str(lab.workdir / "alice.yaml")
+
+    def listed(*args: str) -> str:
+        result = cli(*args, "--client-config", config)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    exporters = json.loads(listed("exporters", "list", "-o", "json"))
+    assert exporters == [{"name": "bench1", "online": True, "status": "available", "message": "",
+                          "labels": {"board": "mock", "rack": "1"}}], exporters
+    assert yaml.safe_load(listed("exporters", "list", "-o", "yaml")) == exporters
+    assert listed("exporters", "list", "-o", "name") == "bench1\n"
+    created = json.loads(listed("lease", "create", "-l", "board=mock", "--duration", "30m", "--ttl", "2m",
+                                "--acquisition-timeout", "1m", "-o", "json"))
+    assert [(lease["state"], lease["exporter"]) for lease in created] == [("ready", "bench1")]
+    leases = yaml.safe_load(listed("lease", "list", "-o", "yaml"))
+    assert [lease["name"] for lease in leases] == [created[0]["name"]]
+    assert listed("lease", "list", "-o", "name") == created[0]["name"] + "\n"
+    refused = cli("lease", "create", "-l", "board=mock", "--duration", "half an hour", "--client-config", config)
+    assert refused.returncode == 2 and "'half an hour' is not a duration" in refused.stderr
+    assert cli("--version").stdout.startswith("jumpstarter-lab 0.")

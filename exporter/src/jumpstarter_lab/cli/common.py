@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import signal
 from pathlib import Path
@@ -18,6 +19,59 @@ from ..client.connect import (
     ENV_TLS_KEY,
     ENV_TOKEN_FILE,
 )
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+_CLOCK = re.compile(r"(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, from `90`, `30m`, `1h30m`, `1d`, `2.5h` or upstream's `HH:MM:SS` (argparse type)."""
+    text = text.strip()
+    try:
+        return _nonnegative(float(text), text)
+    except ValueError:
+        pass
+    if clock := _CLOCK.fullmatch(text):
+        hours, minutes, seconds = clock.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    units = _DURATION.fullmatch(text.lower())
+    if not text or units is None or not any(units.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90, 30m, 1h30m, 1d or 00:30:00)")
+    days, hours, minutes, seconds = (float(part or 0) for part in units.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def _nonnegative(seconds: float, text: str) -> float:
+    if seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: it must be 0 or more seconds")
+    return seconds
+
+
+OUTPUTS = ("table", "json", "yaml", "name")
+
+
+def add_output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=OUTPUTS, default="table",
+                        help="table (default), json or yaml (for scripts), or name (one name per line)")
+
+
+def print_records(records: list[dict], output: str, table) -> None:
+    """`records` in the chosen form; `table(record)` is a record's line in the table form."""
+    import json
+
+    import yaml
+
+    if output == "json":
+        print(json.dumps(records, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump(records, sort_keys=False), end="")
+    elif output == "name":
+        for record in records:
+            print(record["name"])
+    else:
+        for record in records:
+            print(table(record))
 
 
 async def with_signals(run, stopped: asyncio.Event | None = None) -> None:

@@ -19,7 +19,7 @@ from ..wire import defaults, names
 from ..wire.channels import inline_ca
 from ..wire.documents import API_VERSION
 from ..wire.errors import ConfigError, DriverInvalidArgument
-from .common import add_client_config_option, with_signals
+from .common import add_client_config_option, add_output_option, parse_duration, print_records, with_signals
 
 DB_ENV = "JUMPSTARTER_LAB_DB"
 
@@ -169,10 +169,14 @@ async def _with_client(args, work):
 
 def cmd_exporters_list(args) -> int:
     exporters = asyncio.run(_with_client(args, lambda c: c.exporters(args.selector or "")))
-    for exporter in exporters:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(exporter.labels.items()))
-        state = "online" if exporter.online else "offline"
-        print(f"{names.short(exporter.name)}  {state}  {exporter.status_message or '-'}  {labels}")
+    records = [{"name": names.short(e.name), "online": e.online, "status": names.status_name(e.status),
+                "message": e.status_message, "labels": dict(sorted(e.labels.items()))} for e in exporters]
+
+    def table(record: dict) -> str:
+        labels = ",".join(f"{k}={v}" for k, v in record["labels"].items())
+        return f"{record['name']}  {'online' if record['online'] else 'offline'}  {record['message'] or '-'}  {labels}"
+
+    print_records(records, args.output, table)
     return 0
 
 
@@ -190,16 +194,21 @@ def cmd_lease_create(args) -> int:
         return status
 
     status = asyncio.run(_with_client(args, work))
-    print(status.name)
+    print_records([_lease_record(status)], args.output, lambda record: record["name"])
     if status.ready:
         print(f"granted: exporter {status.exporter}", file=sys.stderr)
     return 0
 
 
+def _lease_record(status) -> dict:
+    return {"name": status.name, "state": "ready" if status.ready else "ended" if status.ended else "waiting",
+            "exporter": status.exporter, "message": status.message}
+
+
 def cmd_lease_list(args) -> int:
-    for status in asyncio.run(_with_client(args, lambda c: c.leases(not args.all))):
-        print(f"{status.name}  {'ready' if status.ready else 'ended' if status.ended else 'waiting'}  "
-              f"{status.exporter or '-'}  {status.message}")
+    records = [_lease_record(status) for status in asyncio.run(_with_client(args, lambda c: c.leases(not args.all)))]
+    print_records(records, args.output,
+                  lambda r: f"{r['name']}  {r['state']}  {r['exporter'] or '-'}  {r['message']}")
     return 0
 
 
@@ -270,6 +279,7 @@ def add_parsers(sub) -> None:
         dest="verb", required=True)
     listing = exporters.add_parser("list")
     listing.add_argument("--selector", "-l", help="label selector, e.g. board=rpi4,site!=lab2")
+    add_output_option(listing)
     add_client_config_option(listing)
     listing.set_defaults(func=cmd_exporters_list)
 
@@ -277,16 +287,20 @@ def add_parsers(sub) -> None:
     create = lease.add_parser("create")
     create.add_argument("--selector", "-l", help="labels the exporter must have, e.g. board=rpi4")
     create.add_argument("--exporter", help="the exporter to lease, by name")
-    create.add_argument("--duration", type=float, default=defaults.LEASE_DURATION,
-                        help=f"seconds (default {defaults.LEASE_DURATION:g})")
-    create.add_argument("--ttl", type=float, default=defaults.LEASE_TTL,
-                        help=f"seconds the lease lives without being renewed (default {defaults.LEASE_TTL:g}, "
+    create.add_argument("--duration", type=parse_duration, default=defaults.LEASE_DURATION, metavar="DURATION",
+                        help=f"how long the lease may last: seconds, 30m, 1h30m, 1d or HH:MM:SS "
+                             f"(default {defaults.LEASE_DURATION:g} s)")
+    create.add_argument("--ttl", type=parse_duration, default=defaults.LEASE_TTL, metavar="DURATION",
+                        help=f"how long the lease lives without being renewed (default {defaults.LEASE_TTL:g} s, "
                              f"at most {defaults.MAX_LEASE_TTL:g}); connections through the lease renew it")
-    create.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait this long for the grant")
+    create.add_argument("--wait", "--acquisition-timeout", type=parse_duration, default=0, metavar="DURATION",
+                        help="wait this long for the grant (upstream's name: --acquisition-timeout)")
+    add_output_option(create)
     add_client_config_option(create)
     create.set_defaults(func=cmd_lease_create)
     listing = lease.add_parser("list")
     listing.add_argument("--all", action="store_true", help="ended leases too")
+    add_output_option(listing)
     add_client_config_option(listing)
     listing.set_defaults(func=cmd_lease_list)
     release = lease.add_parser("release")

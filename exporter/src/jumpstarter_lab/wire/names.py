@@ -1,4 +1,5 @@
-"""Resource names as the protocol spells them (`namespaces/NS/leases/NAME`), and dotted driver paths."""
+"""Resource names as the protocol spells them (`namespaces/NS/leases/NAME`), dotted driver paths, and
+the exporter statuses as words."""
 
 from __future__ import annotations
 
@@ -56,3 +57,13 @@ def walk_path(root: Node, dotted: str, root_name: str = "the exporter") -> Node:
             raise DriverNotFound(f"no driver '{part}' under {where} (has: {', '.join(node.children) or 'none'})")
         node, where = node.children[part], f"'{part}'"
     return node
+
+
+def status_name(value: int) -> str:
+    """`EXPORTER_STATUS_LEASE_READY` -> `lease_ready`: an ExporterStatus as the CLI and the inventory show it."""
+    from .protocol import common_pb2
+
+    try:
+        return common_pb2.ExporterStatus.Name(value).removeprefix("EXPORTER_STATUS_").lower()
+    except ValueError:
+        return "unspecified"
