@@ -65,6 +65,8 @@ class ActionModule(JumpstarterAction):
 
         outcome = with_controller(config, work, what)
         outcome["ansible_facts"] = {"jumpstarter_lease": outcome["lease"]}
+        if args["client_config"]:  # the tasks that follow reach the lease through the same controller
+            outcome["ansible_facts"]["jumpstarter_client_config"] = args["client_config"]
         return outcome
 
     def _release(self, config: str | None, name: str) -> dict:

@@ -103,6 +103,15 @@ EXAMPLES = r"""
         selector: board=rpi4
         client_config: ~/.config/jumpstarter/clients/alice.yaml
       register: pi
+
+    - name: Power it on (the lease and the client config are this host's facts now)
+      jumpstarter.lab.call:
+        driver: power
+        method: "on"
+
+    - name: Give it back
+      jumpstarter.lab.lease:
+        state: absent
 """
 
 RETURN = r"""
@@ -117,8 +126,12 @@ exporter:
   type: str
   sample: rack1-board3
 ansible_facts:
-  description: C(jumpstarter_lease), the lease for the tasks that follow (empty after O(state=absent)).
+  description:
+    - C(jumpstarter_lease), the lease for the tasks that follow (empty after O(state=absent)); with O(client_config)
+      given, also C(jumpstarter_client_config), so that M(jumpstarter.lab.call), M(jumpstarter.lab.flash) and the
+      connection plugin reach the lease on the same host.
   returned: always
   type: dict
-  sample: {"jumpstarter_lease": "0d42efcd-a7f3-467c-93b7-0f21d3c91724"}
+  sample: {"jumpstarter_lease": "0d42efcd-a7f3-467c-93b7-0f21d3c91724",
+           "jumpstarter_client_config": "~/.config/jumpstarter/clients/alice.yaml"}
 """

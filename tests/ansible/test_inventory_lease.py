@@ -210,3 +210,25 @@ def test_a_silent_controller_fails_the_inventory_after_its_timeout_naming_it(tmp
         assert f"the controller at {endpoint} did not answer within 2s" in result.stderr, result.stderr
     finally:
         silent.close()
+
+
+def test_a_lease_taken_on_localhost_with_a_client_config_serves_the_tasks_that_follow(lab_inventory):
+    """The lease module's second example: no inventory of boards, a client config given to the module."""
+    lab, _inventory, ansible = lab_inventory
+    playbook = ansible.workdir / "localhost.yml"
+    playbook.write_text(f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - jumpstarter.lab.lease: {{selector: rack=b, client_config: {lab.workdir / 'alice.yaml'}}}
+    - jumpstarter.lab.call: {{driver: board.power, method: "on"}}
+    - jumpstarter.lab.call: {{driver: board.power, method: "off"}}
+    - jumpstarter.lab.lease: {{state: absent}}
+""")
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook))
+    assert played.returncode == 0, played.stdout[-3000:] + played.stderr[-3000:]
+    leased, on, off, released = [task["hosts"]["localhost"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
+    assert leased["exporter"] == "sim2" and leased["ansible_facts"]["jumpstarter_client_config"]
+    assert on["changed"] and off["changed"] and "failed" not in on and "failed" not in off
+    assert released["changed"] is True and released["lease"] == ""
+    assert cli("lease", "list", "--client-config", str(lab.workdir / "alice.yaml")).stdout.strip() == ""
