@@ -51,6 +51,7 @@ class SerialConsole:
         self._raw = b""  # received bytes not cleaned yet (a cut escape sequence)
         self.log = log or (lambda message: None)
         self.ready = False  # the shell on the console was made machine-friendly, and nothing has ended it since
+        self.received = 0  # bytes that arrived, ever: whether the board said anything at all
 
     def fill(self, deadline: float, what: str) -> None:
         """Add what arrives within a second (at most until `deadline`) to the buffer, cleaned."""
@@ -64,6 +65,7 @@ class SerialConsole:
         if not chunk:
             raise ConsoleError(f"console closed while waiting for {what}")
         self._raw += chunk
+        self.received += len(chunk)
         # Clean what has arrived, holding back an escape sequence that may be cut in two.
         cut = self._raw.rfind(b"\x1b", max(0, len(self._raw) - 64))
         if cut >= 0 and not ANSI.match(self._raw, cut):

@@ -29,6 +29,7 @@ def attach(console: SerialConsole, user: str | None, password: str | None, timeo
     without prompt or echo, and gets the set-up line.
     """
     deadline = time.monotonic() + timeout
+    heard = console.received
     ready_word = READY + secrets.token_hex(6)
     ready = re.escape(ready_word.encode()) + rb"\n"
     console.send("\x03\n")
@@ -44,6 +45,10 @@ def attach(console: SerialConsole, user: str | None, password: str | None, timeo
         try:
             name, _match = console.expect(choices, max(0.1, wait), "a login prompt or a shell")
         except ConsoleTimeout:
+            if console.received == heard and time.monotonic() >= deadline:
+                raise ConsoleTimeout(f"the console showed nothing in {timeout:g}s, not a prompt nor an echo of what "
+                                     "was typed: the board looks off or halted, or this is not its console (power "
+                                     "it on first, e.g. jumpstarter.lab.call driver=power method=on)") from None
             if setup_sent or time.monotonic() >= deadline:
                 raise
             name = "shell"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Lab, start_exporter
+from conftest import SIM, Lab, start_exporter
 from jumpstarter_lab.client import connect
 
 # A board whose login is an unprivileged account of its own: become has a uid to change.
@@ -152,3 +152,15 @@ def test_wrong_password_fails_clearly(lab):
     assert result["unreachable"] is True
     assert "login as root was refused on the console" in result["msg"]
     assert lab.adhoc("raw", "true")["rc"] == 0  # the right password still works afterwards
+
+
+def test_a_board_that_is_off_is_said_to_look_off(tmp_path, collections_path):
+    """Its console shows nothing, not even an echo: the task says so, not 'timed out waiting for a prompt'."""
+    exporter = start_exporter(tmp_path, SIM)  # the sim board, never powered on
+    try:
+        result = Lab(tmp_path, collections_path, exporter.address).adhoc("raw", "true", "-e",
+                                                                         "jumpstarter_login_timeout=5")
+        assert result["unreachable"] is True, result
+        assert "the console showed nothing in 5s" in result["msg"] and "looks off or halted" in result["msg"], result
+    finally:
+        exporter.stop()
