@@ -70,6 +70,7 @@ def test_the_tarball_holds_what_a_lab_needs_and_nothing_else(tarball, installed,
     assert doc.returncode == 0 and "jumpstarter_lab_controller_clients" in doc.stdout, doc.stderr
 
 
+@pytest.mark.slow  # a fresh venv: about a minute
 def test_requirements_txt_and_the_collections_distributions_are_all_the_plugins_need(installed, tmp_path):
     """A fresh venv with ansible-core and requirements.txt is told the one line that installs the collection's own
     distributions (--no-deps, as README and the execution environment install them); then it lists a board with
