@@ -16,10 +16,12 @@ class ActionModule(JumpstarterAction):
 
     def act(self, args: dict, task_vars: dict) -> dict:
         what = f"{args['driver']}.{args['method']}"
+        if args["count"] < 1:
+            raise AnsibleActionFail(f"{what}: count must be at least 1, not {args['count']}")
         with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
             driver = driver_at(root, args["driver"])
             try:
-                value = driver.call(args["method"], *args["args"])
+                value, _streamed = driver.call_any(args["method"], *args["args"], limit=args["count"])
             except Exception as e:  # the library's errors name the driver, method and cause
                 raise AnsibleActionFail(f"{what}: {e}") from None
         return {"changed": True, "value": value}

@@ -37,6 +37,12 @@ options:
     type: list
     elements: raw
     default: []
+  count:
+    description:
+      - For a streaming method (one that yields values, such as a power meter's C(read)), how many of its values
+        to return at most; the stream is ended there.
+    type: int
+    default: 100
   timeout:
     description: Seconds to wait for the exporter to answer when connecting.
     type: int
@@ -66,7 +72,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 value:
-  description: What the method returned (null for methods that return nothing).
+  description:
+    - What the method returned (null for methods that return nothing); for a streaming method, the list of the
+      values it yielded, at most O(count).
   returned: success
   type: raw
   sample: "on"

@@ -81,3 +81,18 @@ def test_module_defaults_of_the_group_reach_every_module(elsewhere):
                                     for t in result["plays"][1]["tasks"]), result
     powered, checked = (task["hosts"]["board1"] for task in result["plays"][1]["tasks"])
     assert powered["changed"] is True and checked["msg"].startswith("would flash")
+
+
+def test_call_returns_a_streaming_methods_values_as_a_list(elsewhere):
+    result = elsewhere.playbook("""
+- hosts: board1
+  gather_facts: false
+  tasks:
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+    - jumpstarter.lab.call: {driver: board.power, method: read, count: 1}
+    - jumpstarter.lab.call: {driver: board.power, method: read, count: 0}
+      ignore_errors: true
+""")
+    _on, read, refused = (task["hosts"]["board1"] for task in result["plays"][0]["tasks"])
+    assert read["value"] == [{"voltage": 5.0, "current": 0.4}], read
+    assert refused["failed"] is True and "count must be at least 1, not 0" in refused["msg"], refused

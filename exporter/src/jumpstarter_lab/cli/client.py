@@ -20,7 +20,7 @@ from ..client.connect import ENV_HOST, ENV_SESSION
 from ..client.tunnel import lease_socket
 from ..exporter import Exporter, Listen, load
 from ..wire import defaults
-from ..wire.errors import JumpstarterLabError, MethodNotFound
+from ..wire.errors import JumpstarterLabError
 from .common import (
     add_client_config_option,
     add_connection_options,
@@ -36,18 +36,10 @@ def cmd_call(args) -> int:
         raise JumpstarterLabError(f"'{args.target}': expected DRIVER.METHOD, e.g. power.on")
     call_args = [yaml.safe_load(a) for a in args.args]
     with connect(args.host, **connect_kwargs(args)) as root:
-        driver = root.child(path)
-        try:
-            result = driver.call(method, *call_args)
-        except MethodNotFound as first:
-            try:
-                for item in driver.streamingcall(method, *call_args):
-                    print(json.dumps(item), flush=True)
-                return 0
-            except MethodNotFound:
-                raise first from None
-        if result is not None:
-            print(json.dumps(result) if not isinstance(result, str) else result)
+        result, streamed = root.child(path).call_any(method, *call_args,
+                                                     each=lambda item: print(json.dumps(item), flush=True))
+    if result is not None and not streamed:  # a streaming call's values were printed as they came
+        print(json.dumps(result) if not isinstance(result, str) else result)
     return 0
 
 

@@ -18,7 +18,13 @@ import grpc
 from ..streams import forward
 from ..wire import call_values, handles, labels, names
 from ..wire import metadata as wire_metadata
-from ..wire.errors import ExporterUnavailable, JumpstarterLabError, exception_for_rpc_error, exception_for_status
+from ..wire.errors import (
+    ExporterUnavailable,
+    JumpstarterLabError,
+    MethodNotFound,
+    exception_for_rpc_error,
+    exception_for_status,
+)
 from ..wire.frames import CallFrames
 from ..wire.protocol import jumpstarter_pb2
 
@@ -208,6 +214,29 @@ class DriverClient:
 
     def streamingcall(self, method: str, *args: Any) -> Iterator[Any]:
         return self.connection.portal.iterate(self.streamingcall_async(method, *args))
+
+    def call_any(self, method: str, *args: Any, each=None, limit: int | None = None) -> tuple[Any, bool]:
+        """`method` whatever its kind: (a call's value, False), or (a streaming call's values as a list, True),
+        at most `limit` of them (the stream ends there), each also given to `each` as it comes. A streaming
+        method answers a plain call with MethodNotFound, so the call is tried first; one that is neither raises
+        the call's error."""
+        try:
+            return self.call(method, *args), False
+        except MethodNotFound as not_a_call:
+            values = []
+            items = self.streamingcall(method, *args)
+            try:
+                for value in items:
+                    values.append(value)
+                    if each:
+                        each(value)
+                    if limit is not None and len(values) >= limit:
+                        break
+            except MethodNotFound:
+                raise not_a_call from None
+            finally:
+                items.close()
+            return values, True
 
     @contextlib.contextmanager
     def stream(self, method: str = "connect"):
