@@ -48,6 +48,7 @@ def test_call_spec_is_its_documentation(modules):
         "driver": {"type": "str", "required": True},
         "method": {"type": "str", "required": True},
         "args": {"type": "list", "elements": "raw", "default": []},
+        "count": {"type": "int", "default": 100},
         "timeout": {"type": "int", "default": 30},
     }
 
