@@ -144,6 +144,7 @@ class SessionManager:
 
     def _connection_closed(self, peer: str) -> None:
         self._bindings.pop(peer, None)
+        self._ended_by_client.discard(("connection", peer))  # that key never comes back
         for session in list(self._sessions.values()):
             if peer not in session.peers:
                 continue
