@@ -12,16 +12,24 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client im
 
 class ActionModule(JumpstarterAction):
     MODULE = "jumpstarter.lab.call"
-    _supports_check_mode = False  # a driver method's effect cannot be predicted
+    _supports_check_mode = True  # methods the exporter says are read-only run; the others are skipped
 
     def act(self, args: dict, task_vars: dict) -> dict:
         what = f"{args['driver']}.{args['method']}"
         if args["count"] < 1:
             raise AnsibleActionFail(f"{what}: count must be at least 1, not {args['count']}")
+        if (unreachable := self.unreachable_in_check_mode(task_vars)) is not None:
+            return unreachable
         with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
             driver = driver_at(root, args["driver"])
+            read_only = args["method"] in driver.read_only_methods
+            if self._task.check_mode and not read_only:
+                listed = ", ".join(sorted(driver.read_only_methods)) or "none"
+                return {"changed": False, "skipped": True,
+                        "msg": f"check mode: {what} may change the board, so it was not called "
+                               f"(read-only methods of {args['driver']}: {listed})"}
             try:
                 value, _streamed = driver.call_any(args["method"], *args["args"], limit=args["count"])
             except Exception as e:  # the library's errors name the driver, method and cause
                 raise AnsibleActionFail(f"{what}: {e}") from None
-        return {"changed": True, "value": value}
+        return {"changed": not read_only, "value": value}

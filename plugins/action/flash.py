@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.action import JumpstarterAction
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import find_driver, task_exporter
+
+RESULT = ("bytes_received", "bytes_written", "sha256", "compression")  # what RETURN documents of the outcome
 
 
 class ActionModule(JumpstarterAction):
@@ -20,14 +23,36 @@ class ActionModule(JumpstarterAction):
         src = self._find_needle("files", args["src"])
         if not os.path.isfile(src):
             raise AnsibleActionFail(f"flash: {src} is not a file")
+        if (unreachable := self.unreachable_in_check_mode(task_vars)) is not None:
+            return unreachable
         with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
             from jumpstarter_lab.wire import labels  # task_exporter made sure the library is there
+            from jumpstarter_lab_driver_storage.client import file_sha256
 
             storage = find_driver(root, args["storage"], labels.STORAGE_MUX, "storage", preferred="storage")
-            if self._task.check_mode:
-                return {"changed": True, "msg": f"would flash {src} to {storage.name}"}
+            name = args["storage"] or storage.name
             try:
-                outcome = storage.flash(src)
+                held = storage.flashed_image() if hasattr(storage, "flashed_image") else None
+                digest = file_sha256(src)
+                result = {"src": src, "storage": name}
+                if self._task.diff:
+                    result["diff"] = _diff(name, held, src, digest)
+                if self._task.check_mode:
+                    same = bool(held and held.get("intact") and held.get("sha256") == digest and not args["force"])
+                    return {**result, "changed": not same, "sha256": digest,
+                            "msg": f"{name} holds {src} already" if same else f"would flash {src} to {name}"}
+                outcome = storage.flash(src, force=args["force"])
             except Exception as e:  # the library's errors say what the exporter refused and why
-                raise AnsibleActionFail(f"flash {src} to {storage.name}: {e}") from None
-        return {"changed": True, "src": src, "storage": args["storage"] or storage.name, **outcome}
+                raise AnsibleActionFail(f"flash {src} to {name}: {e}") from None
+        return {**result, "changed": outcome["changed"], **{key: outcome[key] for key in RESULT}}
+
+
+def _diff(storage: str, held: dict | None, src: str, digest: str) -> dict:
+    """The image the storage holds against the one to write, by sha256."""
+    if held is None:
+        before, header = "(no image recorded)\n", storage
+    else:
+        when = datetime.datetime.fromtimestamp(held["time"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        state = {True: "", False: ", changed since", None: ", not readable now"}[held.get("intact")]
+        before, header = f"sha256: {held['sha256']}\n", f"{storage} (written {when}{state})"
+    return {"before": before, "after": f"sha256: {digest}\n", "before_header": header, "after_header": src}

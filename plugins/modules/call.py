@@ -14,8 +14,9 @@ description:
     variables - a socket or address (C(jumpstarter_host), joining the host's exporter session) or a lease
     (C(jumpstarter_lease) with C(jumpstarter_client_config)) - so a board powered on here is on for the tasks
     that use its console.
-  - Runs on the Ansible controller; nothing runs on the board. Always reports a change (a driver method's
-    effect is not known beforehand); use C(changed_when) to say otherwise.
+  - Runs on the Ansible controller; nothing runs on the board. Reports a change unless the exporter declares
+    the method read-only (it only observes, such as C(power.read) or C(storage.status); C(jumpstarter-lab tree)
+    marks them); use C(changed_when) to say otherwise.
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
@@ -49,8 +50,11 @@ options:
     default: 30
 attributes:
   check_mode:
-    support: none
-    details: A driver method's effect is not known beforehand; the task is skipped in check mode.
+    support: partial
+    details:
+      - Methods the exporter declares read-only are called and return their values; the others are not called
+        and the task is reported skipped.
+      - When the host's lease task ran in check mode too, it holds no lease and the task is skipped.
 seealso:
   - module: jumpstarter.lab.lease
 """

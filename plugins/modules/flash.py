@@ -12,8 +12,11 @@ description:
     it, checks that what arrived has the file's size and sha256, and switches the storage back to the board.
   - Raw images and gzip, xz, bzip2 and zstd ones are decompressed on the exporter as they arrive. A failed,
     corrupt or cut-off transfer leaves the previous image in place.
+  - Idempotent - the exporter records the sha256 of the last image it wrote to the storage, and reads the
+    storage back to see that it still holds exactly that; an image it holds is not written again (no change)
+    unless O(force=true). A board that wrote to its disk since, or another image, means a change.
   - Reaches the exporter from the host's variables, as M(jumpstarter.lab.call) does. Runs on the Ansible
-    controller; always reports a change (the image is written whole every time).
+    controller.
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
@@ -31,6 +34,10 @@ options:
       - Dotted path of the storage driver, e.g. C(board.storage). By default the storage driver named
         C(storage), else the first one found.
     type: str
+  force:
+    description: Write the image even when the storage holds it already.
+    type: bool
+    default: false
   timeout:
     description: Seconds to wait for the exporter to answer when connecting.
     type: int
@@ -38,7 +45,13 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Checks that the image and the storage driver exist, writes nothing.
+    details:
+      - Checks that the image and the storage driver exist and whether the storage holds the image already;
+        writes nothing and does not switch the storage.
+      - When the host's lease task ran in check mode too, it holds no lease and the task is skipped.
+  diff_mode:
+    support: full
+    details: The sha256 of the image the storage holds (and when it was written) against the one of O(src).
 notes:
   - Power the board off first when its storage must not change under it; the QEMU board keeps running on its
     old disk until it is powered off.
@@ -76,23 +89,23 @@ storage:
   type: str
   sample: board.storage
 bytes_received:
-  description: Bytes the exporter received (the file's size).
-  returned: success
+  description: Bytes the exporter received (the file's size; 0 when the storage held the image already).
+  returned: success, not in check mode
   type: int
   sample: 104857600
 bytes_written:
-  description: Bytes written to the storage after decompression.
-  returned: success
+  description: Bytes the storage holds after decompression (written now, or earlier when nothing changed).
+  returned: success, not in check mode
   type: int
   sample: 2147483648
 sha256:
-  description: SHA-256 of what the exporter received, equal to the file's.
+  description: SHA-256 of the image file, equal to what the exporter received.
   returned: success
   type: str
   sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 compression:
   description: The image's compression, as the exporter recognised it.
-  returned: success
+  returned: success, not in check mode
   type: str
   sample: zstd
 """

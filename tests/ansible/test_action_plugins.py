@@ -96,3 +96,42 @@ def test_call_returns_a_streaming_methods_values_as_a_list(elsewhere):
     _on, read, refused = (task["hosts"]["board1"] for task in result["plays"][0]["tasks"])
     assert read["value"] == [{"voltage": 5.0, "current": 0.4}], read
     assert refused["failed"] is True and "count must be at least 1, not 0" in refused["msg"], refused
+
+
+def test_check_mode_calls_read_only_methods_and_flash_is_idempotent(elsewhere):
+    new_image = elsewhere.workdir / "new.img"
+    new_image.write_bytes(b"JUMPSTARTER_MARKER=idempotent\n")
+    (elsewhere.workdir / "third.img").write_bytes(b"JUMPSTARTER_MARKER=third\n")
+    result = elsewhere.playbook("""
+- hosts: board1
+  gather_facts: false
+  tasks:
+    - jumpstarter.lab.call: {driver: board.power, method: "off"}
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+      check_mode: true
+    - jumpstarter.lab.call: {driver: board.power, method: read, count: 1}
+      check_mode: true
+    - jumpstarter.lab.call: {driver: board.storage, method: status}
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/new.img"}
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/new.img"}
+      check_mode: true
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/new.img"}
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/new.img", force: true}
+    - jumpstarter.lab.flash: {src: "{{ lab_dir }}/third.img"}
+      check_mode: true
+""", "--diff")
+    assert result["rc"] == 0, result
+    off, on, read, status, first, checked, again, forced, other = (
+        task["hosts"]["board1"] for task in result["plays"][0]["tasks"])
+    assert off["changed"] is True
+    assert on["skipped"] is True and "may change the board" in on["msg"] and on["msg"].endswith("board.power: read)"), on
+    assert read["changed"] is False and read["value"] == [{"voltage": 0.0, "current": 0.0}], read  # still off
+    assert status["changed"] is False and status["value"] == "dut", status
+    assert first["changed"] is True and first["bytes_received"] == new_image.stat().st_size, first
+    assert first["diff"]["after"] == f"sha256: {first['sha256']}\n", first
+    assert checked["changed"] is False and "holds" in checked["msg"], checked
+    assert checked["diff"]["before"] == checked["diff"]["after"], checked
+    assert again["changed"] is False and again["bytes_received"] == 0 and again["sha256"] == first["sha256"], again
+    assert forced["changed"] is True and forced["bytes_received"] == new_image.stat().st_size, forced
+    assert other["changed"] is True and other["msg"].startswith("would flash"), other
+    assert other["diff"]["before"] == f"sha256: {first['sha256']}\n" != other["diff"]["after"], other

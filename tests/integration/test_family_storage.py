@@ -66,6 +66,40 @@ def test_bad_images_fail_clearly_and_keep_the_old_one(mock_exporter, tmp_path):
     assert not list(mock_exporter.image.parent.glob("*.partial"))
 
 
+def test_flashing_what_the_storage_holds_writes_nothing(mock_exporter, tmp_path):
+    image = tmp_path / "image.gz"
+    image.write_bytes(gzip.compress(PAYLOAD))
+    other = tmp_path / "other.img"
+    other.write_bytes(b"another image")
+    with connect(mock_exporter.address) as root:
+        assert root.storage.flashed_image() is None  # never flashed
+        first = root.storage.flash(image)
+        assert first["changed"] and first["bytes_received"] == image.stat().st_size
+    with connect(mock_exporter.address) as root:  # a new session: the record is on the exporter, not in a driver
+        held = root.storage.flashed_image()
+        assert held["intact"] and held["sha256"] == first["sha256"] and held["bytes_written"] == len(PAYLOAD)
+        again = root.storage.flash(image)
+        assert not again["changed"] and again["bytes_received"] == 0 and again["sha256"] == first["sha256"]
+        assert root.storage.status() == "dut"
+        assert root.storage.flash(image, force=True)["changed"]
+        mock_exporter.image.write_bytes(PAYLOAD[:-1] + b"x")  # the board wrote to its disk since
+        assert root.storage.flashed_image()["intact"] is False
+        assert root.storage.flash(image)["changed"]
+        assert root.storage.flash(other)["changed"]
+        assert root.storage.flashed_image()["bytes_written"] == len(b"another image")
+        root.storage.host()
+        with pytest.raises(DriverInvalidArgument, match="corrupt or truncated"):
+            root.storage.write_file(_truncated_gzip(tmp_path))
+        assert root.storage.flashed_image() is None  # a failed write leaves no record to trust
+    assert mock_exporter.image.read_bytes() == b"another image"
+
+
+def _truncated_gzip(tmp_path):
+    broken = tmp_path / "cut.gz"
+    broken.write_bytes(gzip.compress(PAYLOAD)[:1000])
+    return broken
+
+
 @pytest.fixture
 def sd_mux_ctrl(tmp_path, monkeypatch):
     """A stand-in for SDWire's control tool on PATH: records its arguments, fails on request."""

@@ -116,3 +116,43 @@ def test_every_installed_driver_implements_its_interfaces():
     for name, entry in driver_entry_points().items():
         cls = entry.load()
         assert issubclass(cls, Driver), name
+
+
+def test_read_only_methods_come_from_marks_and_interfaces_and_reach_the_report():
+    import uuid
+
+    class Gauge(Interface):
+        label = labels.POWER
+        level = call("How full", read_only=True)
+        fill = call("Fill it")
+
+    class Tank(Gauge, Driver):
+        @export
+        def level(self) -> int:
+            return 3
+
+        @export
+        def fill(self) -> None: ...
+
+        @export(read_only=True)
+        def temperature(self) -> float:
+            return 20.0
+
+        @export
+        def drain(self) -> None: ...
+
+    from jumpstarter_lab.driver import read_only_methods
+
+    assert read_only_methods(Tank) == {"level", "temperature"}
+    report = Tank().bind(uuid=uuid.uuid4()).report(None, None)
+    assert report.labels[labels.READ_ONLY] == "level,temperature"
+
+    class Plain(Driver):
+        @classmethod
+        def client(cls) -> str:
+            return labels.COMPOSITE
+
+        @export
+        def poke(self) -> None: ...
+
+    assert labels.READ_ONLY not in Plain().bind(uuid=uuid.uuid4()).report(None, None).labels

@@ -57,6 +57,7 @@ def test_flash_spec_is_its_documentation(modules):
     assert modules["flash"]["spec"] == {
         "src": {"type": "path", "required": True},
         "storage": {"type": "str"},
+        "force": {"type": "bool", "default": False},
         "timeout": {"type": "int", "default": 30},
     }
 

@@ -36,7 +36,7 @@ class _HostPortNetwork(NetworkInterface, Driver, partial=True):
     def __post_init__(self):
         _check_port(self.port)
 
-    @export
+    @export(read_only=True)
     async def address(self) -> str:
         """The scheme://host:port address this driver connects to"""
         if not self.enable_address:

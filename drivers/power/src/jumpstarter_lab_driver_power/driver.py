@@ -30,7 +30,7 @@ class MockPower(PowerInterface, Driver):
         """Read voltage and current"""
         yield PowerReading(voltage=5.0, current=2.0) if self.state == "on" else PowerReading(voltage=0.0, current=0.0)
 
-    @export
+    @export(read_only=True)
     def status(self) -> str:
         """Current switch state: on or off"""
         return self.state

@@ -22,4 +22,4 @@ class PowerInterface(Interface):
     label = labels.POWER
     on = call("Power on")
     off = call("Power off")
-    read = streaming_call("Readings of voltage and current (PowerReading)")
+    read = streaming_call("Readings of voltage and current (PowerReading)", read_only=True)

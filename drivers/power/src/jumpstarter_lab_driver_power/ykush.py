@@ -175,7 +175,7 @@ class Ykush(PowerInterface, Driver):
         yield from ()  # a generator that gives nothing, so clients reach it as a streaming call
         raise NotImplementedError("a YKUSH hub does not measure voltage or current")
 
-    @export
+    @export(read_only=True)
     def status(self) -> str:
         """Port state read from the hub: on, off (or mixed, for port all)"""
         ports = ("1", "2", "3") if self.port == "all" else (self.port,)

@@ -59,7 +59,7 @@ class QemuPower(PowerInterface, Driver):
         """Read voltage and current"""
         yield PowerReading(voltage=12.0, current=0.5) if self._machine.powered else PowerReading(voltage=0.0, current=0.0)
 
-    @export
+    @export(read_only=True)
     def status(self) -> str:
         """Current power state: on or off"""
         return "on" if self._machine.powered else "off"
@@ -112,7 +112,7 @@ class QemuNetwork(NetworkInterface, Driver):
         async with tcp_stream(host, port, CONNECT_TIMEOUT, "the forwarded port ") as stream:
             yield stream
 
-    @export
+    @export(read_only=True)
     async def address(self) -> str:
         """The tcp:// address on the exporter host that reaches the guest port (while powered on)"""
         host, port = self._machine.forward_address(self._name)

@@ -7,10 +7,18 @@ import logging
 from pathlib import Path
 
 from jumpstarter_lab.client import DriverClient
-from jumpstarter_lab.wire.errors import DriverError
+from jumpstarter_lab.wire.errors import DriverError, DriverNotImplemented, MethodNotFound
 from jumpstarter_lab.streams import FileSink, FileSource
 
 logger = logging.getLogger(__name__)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            digest.update(data)
+    return digest.hexdigest()
 
 
 class StorageMuxClient(DriverClient):
@@ -22,6 +30,10 @@ class StorageMuxClient(DriverClient):
 
     def off(self) -> None:
         self.call("off")
+
+    def status(self) -> str:
+        """Which side the storage is on: host, dut or off."""
+        return self.call("status")
 
     def write_file(self, path: str | Path, progress=None) -> dict:
         """Stream a local image (raw, gzip, xz or zstd) to the storage, which must be on the host side.
@@ -66,9 +78,24 @@ class StorageMuxClient(DriverClient):
             await sink.aclose()
         return result["bytes_sent"]
 
-    def flash(self, path: str | Path, progress=None) -> dict:
-        """host -> write (verified) -> dut, as upstream's flash does."""
+    def flashed_image(self) -> dict | None:
+        """The exporter's record of the last image written (sha256 as pushed, written_sha256, sizes, compression,
+        time) with `intact`: whether the storage still holds exactly that (None: it cannot be read now). None
+        when nothing was recorded, or the driver keeps no record (upstream's storage muxes)."""
+        try:
+            return self.call("flashed_image")
+        except (MethodNotFound, DriverNotImplemented):  # an exporter whose storage keeps no record
+            return None
+
+    def flash(self, path: str | Path, progress=None, force: bool = False) -> dict:
+        """host -> write (verified) -> dut, as upstream's flash does; `changed` in the result says whether
+        anything was written: unless `force`, an image the storage still holds is not written again."""
         self.host()
-        result = self.write_file(path, progress)
+        held = None if force else self.flashed_image()
+        if held and held.get("intact") and held.get("sha256") == file_sha256(path):
+            result = {**held, "bytes_received": 0, "changed": False}
+            logger.info("%s: holds %s already (sha256 %s); not written", self.name, path, held.get("sha256"))
+        else:
+            result = {**self.write_file(path, progress), "changed": True}
         self.dut()
         return result

@@ -175,7 +175,7 @@ def decode_image(source: StreamReader, target: Path, encoding: str | None = None
 
     With `sparse`, runs of zeros are skipped over (holes in a regular file); a block device
     gets every byte written. Returns what the storage family's clients check: bytes received
-    and written, the sha256 of what was received, and the compression.
+    and written, the sha256 of what was received and of what was written, and the compression.
     """
     kind = detect(source.peek(6), encoding)
     frames = None
@@ -184,9 +184,11 @@ def decode_image(source: StreamReader, target: Path, encoding: str | None = None
         source.watch(frames)
     decoder = _decoder(kind, source)
     size = 0
+    written = hashlib.sha256()  # of the decoded bytes: what the storage holds, for a later comparison
     try:
         with open(target, "wb") as out:
             while piece := decoder.read(PIECE):
+                written.update(piece)
                 if sparse and piece.count(0) == len(piece):
                     out.seek(len(piece), io.SEEK_CUR)  # a hole: sparse files keep disk use low
                 else:
@@ -207,4 +209,4 @@ def decode_image(source: StreamReader, target: Path, encoding: str | None = None
     if size == 0:
         raise ImageError("the image is empty")
     return {"bytes_received": source.received, "bytes_written": size, "sha256": source.sha256.hexdigest(),
-            "compression": kind}
+            "written_sha256": written.hexdigest(), "compression": kind}

@@ -11,7 +11,7 @@ from jumpstarter_lab.driver import Driver, export
 from jumpstarter_lab.wire.errors import DriverError, ExporterUnavailable
 from jumpstarter_lab.wire.handles import ClientStreamHandle
 
-from .image import read_image, write_image
+from .image import forget_image, holds_image, read_image, recorded_image, remember_image, write_image
 from .interface import StorageMuxInterface
 
 
@@ -63,10 +63,22 @@ class ImageStorage(StorageMuxInterface, Driver):
         """Write an image pushed by the client (raw, gzip, xz, bzip2 or zstd); returns sizes and sha256"""
         self._require_host("write")
         handle = ClientStreamHandle.parse(src)
+        forget_image(self._medium())
         async with self.resource(handle) as stream:
             result = await write_image(stream, self._medium(), handle.x_jmp_content_encoding)
+        remember_image(self._medium(), result)
         self._flashed(result)
         return result
+
+    @export(read_only=True)
+    async def flashed_image(self) -> dict | None:
+        """The last image written (sha256, sizes, time) and whether the storage still holds it (intact)"""
+        record = recorded_image(self._medium())
+        if record is None:
+            return None
+        if self._medium().is_relative_to("/dev") and (self.side != "host" or not self._medium().exists()):
+            return {**record, "intact": None}  # a card switched to the board cannot be read from here
+        return {**record, "intact": await holds_image(await self._readable(), record)}
 
     @export
     async def read(self, dst: dict) -> dict:
@@ -75,7 +87,7 @@ class ImageStorage(StorageMuxInterface, Driver):
         async with self.resource(dst) as stream:
             return {"bytes_sent": await read_image(await self._readable(), stream)}
 
-    @export
+    @export(read_only=True)
     def status(self) -> str:
         """Which side the storage is attached to: host, dut or off"""
         return self.side

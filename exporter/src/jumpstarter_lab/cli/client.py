@@ -51,7 +51,7 @@ def _print_tree(node: DriverClient, indent: str = "") -> None:
     if isinstance(node, UnavailableClient):
         print(f"{indent}  ! unavailable: {node.reason}")
     for method, doc in sorted(node.methods_description.items()):
-        print(f"{indent}  .{method}()  {doc}")
+        print(f"{indent}  .{method}()  {doc}{'  (read-only)' if method in node.read_only_methods else ''}")
     for child in node.children.values():
         _print_tree(child, indent + "  ")
 

@@ -118,6 +118,11 @@ class DriverClient:
         return self.labels.get(labels.NAME, "")
 
     @property
+    def read_only_methods(self) -> frozenset[str]:
+        """The methods the exporter says change nothing (an exporter without the label: none)."""
+        return frozenset(filter(None, self.labels.get(labels.READ_ONLY, "").split(",")))
+
+    @property
     def client_label(self) -> str:
         """The client class the exporter named for this driver (upstream's name for the interface)."""
         return self.labels.get(labels.CLIENT, "")

@@ -5,6 +5,10 @@ dataclass fields (or, for plain classes, its __init__ keywords). Only methods
 marked with `@export` (calls, including generators for streaming calls) or
 `@exportstream` (async context managers yielding a ByteStream) are reachable
 from a client: the mark is an allowlist checked on every call.
+
+`@export(read_only=True)` (or an interface declaring the method read-only) says
+the method only observes the board, so Ansible's check mode may call it; the
+report lists such methods in the `jumpstarter.lab/read-only` label.
 """
 
 from __future__ import annotations
@@ -26,19 +30,26 @@ from ..wire.protocol import jumpstarter_pb2
 from .context import DriverContext
 
 _MARK = "__jumpstarter_lab_export__"
+_READ_ONLY = "__jumpstarter_lab_read_only__"
 CALL, STREAMING_CALL, STREAM = "call", "streaming_call", "stream"
 _KINDS = {CALL: "method (DriverCall)", STREAMING_CALL: "streaming method (StreamingDriverCall)",
           STREAM: "byte stream (Stream)"}
 
 
-def export(func):
-    """Make a method callable by clients (DriverCall, or StreamingDriverCall for generators)."""
+def export(func=None, *, read_only: bool = False):
+    """Make a method callable by clients (DriverCall, or StreamingDriverCall for generators).
+
+    As `@export(read_only=True)`, also declare that calling it changes nothing."""
+    if func is None:
+        return functools.partial(export, read_only=read_only)
     if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
         setattr(func, _MARK, STREAMING_CALL)
     elif inspect.iscoroutinefunction(func) or inspect.isfunction(func):
         setattr(func, _MARK, CALL)
     else:
         raise TypeError(f"@export cannot mark {func!r}")
+    if read_only:
+        setattr(func, _READ_ONLY, True)
     return func
 
 
@@ -57,6 +68,16 @@ def exported_methods(cls: type) -> dict[str, str]:
         if kind:
             found[name] = kind
     return found
+
+
+@functools.cache
+def read_only_methods(cls: type) -> frozenset[str]:
+    """The exported methods of a driver class that only observe: marked `@export(read_only=True)`, or
+    declared read-only by one of its interfaces (which list theirs in `_read_only_declared`)."""
+    exported = exported_methods(cls)
+    declared = getattr(cls, "_read_only_declared", frozenset())
+    return frozenset(name for name in exported
+                     if name in declared or getattr(getattr(cls, name), _READ_ONLY, False))
 
 
 class Driver:
@@ -125,6 +146,9 @@ class Driver:
             report_labels[labels.NAME] = name
         methods = {m: _first_line(getattr(type(self), m).__doc__) for m in exported_methods(type(self))}
         methods = {m: d for m, d in methods.items() if d} | self.methods_description
+        read_only = read_only_methods(type(self))
+        if read_only:
+            report_labels[labels.READ_ONLY] = ",".join(sorted(read_only))
         report = jumpstarter_pb2.DriverInstanceReport(uuid=str(self.uuid), labels=report_labels,
                                                       methods_description=methods)
         if parent is not None:

@@ -7,6 +7,7 @@ the same names to its classes through the `jumpstarter_lab.clients` entry points
 
 CLIENT = "jumpstarter.dev/client"  # which client class a driver wants
 NAME = "jumpstarter.dev/name"  # a driver's name under its parent, and an exporter's own name
+READ_ONLY = "jumpstarter.lab/read-only"  # comma-separated methods that change nothing (ours; upstream ignores it)
 
 COMPOSITE = "jumpstarter_driver_composite.client.CompositeClient"
 PROXY = "jumpstarter_driver_composite.client.ProxyClient"
