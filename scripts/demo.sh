@@ -2,6 +2,7 @@
 # The main job: a lab on this machine - a controller, an exporter serving the built-in
 # virtual board (playbooks/exporters/sim.yaml), a client - and the demo playbook
 # (playbooks/demo.yml) run against it through the inventory plugin, over the router.
+# Arguments go to ansible-playbook, e.g. `scripts/demo.sh --check --diff`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/jumpstarter-lab-demo.XXXXXX")
@@ -49,5 +50,8 @@ ln -s "$root" "$work/collections/ansible_collections/jumpstarter/lab"
 JMP_CLIENT_CONFIG=$work/demo-client.yaml ANSIBLE_COLLECTIONS_PATH=$work/collections \
 ANSIBLE_HOME=$work/ansible-home ANSIBLE_LOCAL_TEMP=$work/ansible-tmp ANSIBLE_NOCOLOR=${ANSIBLE_NOCOLOR:-} \
     ansible-playbook -i "$root/playbooks/demo.jumpstarter.yml" "$root/playbooks/demo.yml" \
-    -e "demo_image=$work/demo.img demo_marker=$marker demo_fetch_dir=$work/fetched"
-echo "[demo] fetched from the board: $(cat "$work"/fetched/*/tmp/jumpstarter-lab-demo/motd)"
+    -e "demo_image=$work/demo.img demo_marker=$marker demo_fetch_dir=$work/fetched" "$@"
+fetched=("$work"/fetched/*/tmp/jumpstarter-lab-demo/motd)
+if [ -f "${fetched[0]}" ]; then  # not in --check mode
+    echo "[demo] fetched from the board: $(cat "${fetched[0]}")"
+fi

@@ -30,7 +30,7 @@ class ActionModule(JumpstarterAction):
             from jumpstarter_lab_driver_storage.client import file_sha256
 
             storage = find_driver(root, args["storage"], labels.STORAGE_MUX, "storage", preferred="storage")
-            name = args["storage"] or storage.name
+            name = args["storage"] or next(path for path, found in root.find(labels.STORAGE_MUX) if found is storage)
             try:
                 held = storage.flashed_image() if hasattr(storage, "flashed_image") else None
                 digest = file_sha256(src)

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.action import JumpstarterAction
@@ -54,20 +56,39 @@ class ActionModule(JumpstarterAction):
                 if exporter and exporter not in found or not found:
                     raise AnsibleActionFail(f"lease: no exporter {exporter or ''} matching "
                                             f"'{args['selector']}' that this client may lease")
-                return {"changed": True, "lease": "", "msg": f"would lease {exporter or args['selector']}"}
+                would = {"changed": True, "lease": "", "msg": f"would lease {exporter or args['selector']}"}
+                if self._task.diff:
+                    would["diff"] = {"before": await self._holding(client, exporter),
+                                     "after": f"lease: (not taken in check mode)\nexporter: {exporter or '(any of ' + args['selector'] + ')'}\n"}
+                return would
+            before = await self._holding(client, exporter) if self._task.diff else ""
             status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter)
             try:
                 status = await client.wait_ready(status.name, args["timeout"])
             except BaseException:
                 await client.release(status.name)  # do not leave a request waiting in the queue
                 raise
-            return {"changed": True, "lease": status.name, "exporter": status.exporter}
+            granted = {"changed": True, "lease": status.name, "exporter": status.exporter}
+            if self._task.diff:
+                granted["diff"] = {"before": before, "after": _held(status)}
+            return granted
 
         outcome = with_controller(config, work, what)
         outcome["ansible_facts"] = {"jumpstarter_lease": outcome["lease"]}
         if args["client_config"]:  # the tasks that follow reach the lease through the same controller
             outcome["ansible_facts"]["jumpstarter_client_config"] = args["client_config"]
         return outcome
+
+    @staticmethod
+    async def _holding(client, exporter: str | None) -> str:
+        """What the exporter asked for is doing, before the lease (for --diff)."""
+        if not exporter:
+            return "lease: none\n"
+        from jumpstarter_lab.wire import names
+
+        found = [e for e in await client.exporters() if names.short(e.name) == exporter]
+        state = names.status_name(found[0].status) if found else "not visible to this client"
+        return f"lease: none\nexporter: {exporter} ({state})\n"
 
     def _release(self, config: str | None, name: str) -> dict:
         gone = {"changed": False, "lease": "", "ansible_facts": {"jumpstarter_lease": ""}}
@@ -80,7 +101,16 @@ class ActionModule(JumpstarterAction):
                 return False
             if not self._task.check_mode:
                 await client.release(name)
+            if self._task.diff:
+                gone["diff"] = {"before": _held(current), "after": "lease: none\n"}
             return True
 
         gone["changed"] = with_controller(config, work, f"releasing lease {name}")
         return gone
+
+
+def _held(status) -> str:
+    """A granted lease as --diff shows it: its name, exporter and latest end."""
+    until = "" if status.ends is None else " until " + datetime.datetime.fromtimestamp(
+        status.ends, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"lease: {status.name}{until}\nexporter: {status.exporter} (leased by this client)\n"

@@ -67,7 +67,14 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports whether a lease would be taken or released, without asking the controller for one.
+    details:
+      - Reports whether a lease would be taken or released, without asking the controller for one.
+      - The host then holds no lease, so M(jumpstarter.lab.call) and M(jumpstarter.lab.flash) are skipped and
+        tasks on the board cannot reach it; a play that must look at the board in check mode runs this task
+        (and the release) with C(check_mode: false), as C(playbooks/demo.yml) does.
+  diff_mode:
+    support: full
+    details: The host's lease (name, exporter, latest end) before and after, and the exporter's status before.
   facts:
     support: full
     details: Sets C(jumpstarter_lease), the lease of the host for the tasks that follow.

@@ -46,7 +46,7 @@ def test_call_and_the_console_share_the_session_whatever_ansible_host_says(elsew
     powered, marker, flashed = (task["hosts"]["board1"] for task in result["plays"][0]["tasks"])
     assert powered["changed"] is True and powered["value"] is None
     assert marker["stdout"] == "one-session"
-    assert flashed["msg"].startswith("would flash") and flashed["msg"].endswith("to storage")
+    assert flashed["msg"].startswith("would flash") and flashed["msg"].endswith("to board.storage")
 
 
 def test_module_defaults_of_the_group_reach_every_module(elsewhere):

@@ -5,6 +5,7 @@ runs on its console through the router and gives it back."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -86,16 +87,20 @@ def test_a_playbook_leases_a_board_uses_it_and_gives_it_back(lab_inventory):
     - jumpstarter.lab.lease: {state: absent}
     - jumpstarter.lab.lease: {state: absent}
 """)
-    played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook))
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "--diff")
     assert played.returncode == 0, played.stdout + played.stderr
     results = [task["hosts"]["sim1"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
     taken, kept, powered, marker, storage, released, again = results
     assert taken["changed"] is True and taken["exporter"] == "sim1" and taken["lease"]
+    assert taken["diff"]["before"] == "lease: none\nexporter: sim1 (available)\n", taken["diff"]
+    assert re.fullmatch(rf"lease: {taken['lease']} until \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\n"
+                        r"exporter: sim1 \(leased by this client\)\n", taken["diff"]["after"]), taken["diff"]
     assert kept["changed"] is False and kept["lease"] == taken["lease"]
     assert powered["changed"] is True and powered["value"] is None
     assert marker["stdout"] == "from-the-controller"
     assert storage["value"] == "dut"
     assert released["changed"] is True and released["ansible_facts"] == {"jumpstarter_lease": ""}
+    assert released["diff"] == {"before": taken["diff"]["after"], "after": "lease: none\n"}, released
     assert again["changed"] is False
     listing = cli("lease", "list", "--client-config", str(lab.workdir / "alice.yaml"))
     assert listing.stdout.strip() == ""  # nothing held, nothing waiting
@@ -113,6 +118,7 @@ def test_lease_in_check_mode_takes_nothing_and_bad_input_is_named(lab_inventory)
       ignore_errors: true
     - jumpstarter.lab.lease: {ttl: 7200}
       ignore_errors: true
+    - jumpstarter.lab.call: {driver: board.power, method: read}
 """)
     played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "--check")
     results = [task["hosts"]["sim2"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
@@ -120,6 +126,7 @@ def test_lease_in_check_mode_takes_nothing_and_bad_input_is_named(lab_inventory)
     assert cli("lease", "list", "--client-config", str(lab.workdir / "alice.yaml")).stdout.strip() == ""
     assert results[1]["failed"] is True and "no exporter sim9" in results[1]["msg"]
     assert results[2]["failed"] is True and "ttl must be between 1 and 3600" in results[2]["msg"]
+    assert results[3]["skipped"] is True and "holds no lease" in results[3]["msg"], results[3]
     broken = ansible.workdir / "broken.jumpstarter.yml"
     broken.write_text(yaml.safe_dump({"plugin": "jumpstarter.lab.jumpstarter", "exporters": {"b1": {"hots": "x"}}}))
     listed = run(ansible, str(BIN / "ansible-inventory"), "-i", str(broken), "--list")
@@ -142,7 +149,7 @@ def test_flash_checks_and_refuses_clearly(lab_inventory):
         return [task["hosts"]["sim2"] for task in json.loads(played.stdout)["plays"][0]["tasks"]][1:-1]
 
     (checked,) = play(f"{{jumpstarter.lab.flash: {{src: {image}}}, check_mode: true}}")
-    assert checked["changed"] is True and checked["msg"].startswith("would flash")
+    assert checked["changed"] is True and checked["msg"].startswith("would flash"), checked
     assert medium.read_bytes() == before  # check mode wrote nothing
     flashed, missing, nowhere = play(
         f"jumpstarter.lab.flash: {{src: {image}}}",

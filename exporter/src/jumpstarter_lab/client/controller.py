@@ -22,6 +22,7 @@ class LeaseStatus:
     ended: bool
     exporter: str | None
     message: str
+    ends: float | None = None  # when a granted lease ends at the latest (seconds since the epoch)
 
 
 def _status(lease: client_pb2.Lease) -> LeaseStatus:
@@ -31,7 +32,8 @@ def _status(lease: client_pb2.Lease) -> LeaseStatus:
     return LeaseStatus(name=names.short(lease.name), ready=bool(ready and ready.status == "True"),
                        ended=bool(ended and ended.status == "True"),
                        exporter=names.short(lease.exporter) if lease.HasField("exporter") else None,
-                       message=(ready.message if ready else ""))
+                       message=(ready.message if ready else ""),
+                       ends=lease.end_time.ToSeconds() if lease.HasField("end_time") else None)
 
 
 class ControllerClient:
