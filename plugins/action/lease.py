@@ -21,9 +21,9 @@ class ActionModule(JumpstarterAction):
         require_library(AnsibleActionFail)
         from jumpstarter_lab.wire import defaults
 
-        # left out, duration, ttl and timeout are the library's defaults (the module's documentation states them)
+        # left out, duration, ttl and acquisition_timeout are the library's defaults (the module's documentation states them)
         for option, default in (("duration", defaults.LEASE_DURATION), ("ttl", defaults.LEASE_TTL),
-                                ("timeout", defaults.LEASE_WAIT)):
+                                ("acquisition_timeout", defaults.LEASE_WAIT)):
             if args[option] is None:
                 args[option] = default
         host = task_options(self._play_context, task_vars, self._templar)  # the host's exporter options
@@ -64,7 +64,7 @@ class ActionModule(JumpstarterAction):
             before = await self._holding(client, exporter) if self._task.diff else ""
             status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter)
             try:
-                status = await client.wait_ready(status.name, args["timeout"])
+                status = await client.wait_ready(status.name, args["acquisition_timeout"])
             except BaseException:
                 await client.release(status.name)  # do not leave a request waiting in the queue
                 raise

@@ -56,11 +56,13 @@ options:
       - Seconds the lease survives without being renewed (at most 3600).
       - Defaults to 600, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_TTL)).
     type: int
-  timeout:
+  acquisition_timeout:
     description:
-      - Seconds to wait in the queue for the grant before failing (the request is then withdrawn).
+      - Seconds to wait in the queue for the grant before failing (the request is then withdrawn); the CLI's
+        C(--acquisition-timeout), upstream's name.
       - Defaults to 300, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_WAIT)).
     type: int
+    aliases: [timeout]
   name:
     description: With O(state=absent), the lease to release. Defaults to the host's C(jumpstarter_lease).
     type: str
@@ -69,7 +71,8 @@ attributes:
     support: full
     details:
       - Reports whether a lease would be taken or released, without asking the controller for one.
-      - The host then holds no lease, so M(jumpstarter.lab.call) and M(jumpstarter.lab.flash) are skipped and
+      - >-
+        The host then holds no lease, so M(jumpstarter.lab.call) and M(jumpstarter.lab.flash) are skipped and
         tasks on the board cannot reach it; a play that must look at the board in check mode runs this task
         (and the release) with C(check_mode: false), as C(playbooks/demo.yml) does.
   diff_mode:
@@ -92,7 +95,7 @@ EXAMPLES = r"""
   tasks:
     - name: Lease this host's board (waits in the queue if someone has it)
       jumpstarter.lab.lease:
-        timeout: 600
+        acquisition_timeout: 600
 
     - name: Runs on the board, through its serial console
       ansible.builtin.command: uname -a

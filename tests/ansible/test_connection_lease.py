@@ -20,7 +20,7 @@ def leased(tmp_path, collections_path):
         config = str(tmp_path / "alice.yaml")
         sim = {"board": {"type": "jumpstarter_lab_driver_sim.SimBoard", "config": {"password": "s3cret"}}}
         lab.exporter("sim1", "board=sim", export=sim)
-        created = cli("lease", "create", "--client-config", config, "-l", "board=sim", "--wait", "60")
+        created = cli("lease", "create", "--client-config", config, "-l", "board=sim", "--acquisition-timeout", "60")
         assert created.returncode == 0, created.stderr
         lease = created.stdout.split()[0]
         image = tmp_path / "image.bin"

@@ -300,4 +300,7 @@ def test_listings_for_scripts_and_durations_as_people_write_them(lab):
     assert listed("lease", "list", "-o", "name") == created[0]["name"] + "\n"
     refused = cli("lease", "create", "-l", "board=mock", "--duration", "half an hour", "--client-config", config)
     assert refused.returncode == 2 and "'half an hour' is not a duration" in refused.stderr
+    waited = cli("lease", "create", "-l", "board=mock", "--acquisition-timeout", "1", "--client-config", config)
+    assert waited.returncode == 1 and "not granted within 1" in waited.stderr, waited.stderr
+    assert listed("lease", "list", "-o", "name") == created[0]["name"] + "\n"  # the request was withdrawn
     assert cli("--version").stdout.startswith("jumpstarter-lab 0.")

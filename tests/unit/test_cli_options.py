@@ -21,3 +21,15 @@ def test_durations(text, seconds):
 def test_what_is_not_a_duration_is_named(text):
     with pytest.raises(argparse.ArgumentTypeError, match="is not a duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("command", [["lease", "create", "-l", "board=sim"], ["shell", "--selector", "board=sim"]])
+def test_every_way_to_take_a_lease_has_the_same_options_and_defaults(command):
+    from jumpstarter_lab.cli import build_parser
+    from jumpstarter_lab.wire import defaults
+
+    args = build_parser().parse_args(command)
+    assert (args.duration, args.ttl, args.acquisition_timeout) == (
+        defaults.LEASE_DURATION, defaults.LEASE_TTL, defaults.LEASE_WAIT)
+    args = build_parser().parse_args([*command, "--duration", "1h", "--ttl", "5m", "--acquisition-timeout", "0"])
+    assert (args.duration, args.ttl, args.acquisition_timeout) == (3600, 300, 0)

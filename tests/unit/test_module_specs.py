@@ -70,7 +70,7 @@ def test_lease_spec_is_its_documentation(modules):
         "client_config": {"type": "path"},
         "duration": {"type": "int"},  # None: the library's default
         "ttl": {"type": "int"},
-        "timeout": {"type": "int"},
+        "acquisition_timeout": {"type": "int", "aliases": ["timeout"]},
         "name": {"type": "str"},
     }
 
@@ -88,7 +88,7 @@ def test_option_spec_keeps_what_a_spec_means_and_drops_the_prose():
 
 
 @pytest.mark.parametrize("option, value", [("duration", defaults.LEASE_DURATION), ("ttl", defaults.LEASE_TTL),
-                                           ("timeout", defaults.LEASE_WAIT)])
+                                           ("acquisition_timeout", defaults.LEASE_WAIT)])
 def test_lease_documents_the_librarys_defaults(modules, option, value):
     documented = modules["lease"]["options"][option]
     assert "default" not in documented  # left out, the action plugin takes the library's

@@ -19,11 +19,11 @@ from ..client import ControllerClient, DriverClient, UnavailableClient, connect,
 from ..client.connect import ENV_HOST, ENV_SESSION
 from ..client.tunnel import lease_socket
 from ..exporter import Exporter, Listen, load
-from ..wire import defaults
 from ..wire.errors import JumpstarterLabError
 from .common import (
     add_client_config_option,
     add_connection_options,
+    add_lease_options,
     connect_kwargs,
     connection_environment,
     with_signals,
@@ -129,7 +129,7 @@ async def _shell_lease(args, command: list[str], env: dict) -> int:
     try:
         name = args.lease
         if not name:
-            created = (await client.create_lease(args.selector, args.duration)).name
+            created = (await client.create_lease(args.selector, args.duration, args.ttl)).name
             name = created
         status = await client.wait_ready(name, args.acquisition_timeout,
                                          lambda s: print(f"lease {s.name}: {s.message}", file=sys.stderr))
@@ -153,10 +153,7 @@ def add_parsers(sub) -> None:
     add_client_config_option(shell)
     shell.add_argument("--lease", help="use this lease (through the controller)")
     shell.add_argument("--selector", "-l", help="lease an exporter matching this selector for the command's run")
-    shell.add_argument("--duration", type=float, default=defaults.LEASE_DURATION,
-                       help=f"seconds, with --selector (default {defaults.LEASE_DURATION:g})")
-    shell.add_argument("--acquisition-timeout", type=float, default=defaults.LEASE_WAIT,
-                       help=f"seconds to wait for the grant (default {defaults.LEASE_WAIT:g})")
+    add_lease_options(shell)
     add_connection_options(shell)
     shell.add_argument("command", nargs=argparse.REMAINDER, help="command to run (after --)")
     shell.set_defaults(func=cmd_shell)

@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 from ..client import Allowlist, provenance
+from ..wire import defaults
 from ..client.connect import (
     ENV_HOST,
     ENV_INSECURE,
@@ -128,3 +129,16 @@ def connection_environment(args) -> dict[str, str]:
 
 def add_client_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-config", help="client config file (default: $JMP_CLIENT_CONFIG)")
+
+
+def add_lease_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a new lease, with the defaults the lease module has too (jumpstarter_lab.wire.defaults)."""
+    parser.add_argument("--duration", type=parse_duration, default=defaults.LEASE_DURATION, metavar="DURATION",
+                        help=f"how long the lease may last: seconds, 30m, 1h30m, 1d or HH:MM:SS "
+                             f"(default {defaults.LEASE_DURATION:g} s)")
+    parser.add_argument("--ttl", type=parse_duration, default=defaults.LEASE_TTL, metavar="DURATION",
+                        help=f"how long the lease lives without being renewed (default {defaults.LEASE_TTL:g} s, "
+                             f"at most {defaults.MAX_LEASE_TTL:g}); connections through the lease renew it")
+    parser.add_argument("--acquisition-timeout", type=parse_duration, default=defaults.LEASE_WAIT,
+                        metavar="DURATION", help=f"how long to wait in the queue for the grant before the request "
+                                                 f"is withdrawn (default {defaults.LEASE_WAIT:g} s; 0: do not wait)")

@@ -19,7 +19,7 @@ from ..wire import defaults, names
 from ..wire.channels import inline_ca
 from ..wire.documents import API_VERSION
 from ..wire.errors import ConfigError, DriverInvalidArgument
-from .common import add_client_config_option, add_output_option, parse_duration, print_records, with_signals
+from .common import add_client_config_option, add_lease_options, add_output_option, print_records, with_signals
 
 DB_ENV = "JUMPSTARTER_LAB_DB"
 
@@ -189,8 +189,12 @@ def cmd_lease_create(args) -> int:
         if not args.selector and not args.exporter:
             raise DriverInvalidArgument("lease create needs --selector or --exporter")
         status = await client.create_lease(args.selector or "", args.duration, args.ttl, args.exporter)
-        if args.wait:
-            status = await client.wait_ready(status.name, args.wait, _print_position)
+        if args.acquisition_timeout:
+            try:
+                status = await client.wait_ready(status.name, args.acquisition_timeout, _print_position)
+            except BaseException:
+                await client.release(status.name)  # as the lease module does: no request left in the queue
+                raise
         return status
 
     status = asyncio.run(_with_client(args, work))
@@ -287,14 +291,7 @@ def add_parsers(sub) -> None:
     create = lease.add_parser("create")
     create.add_argument("--selector", "-l", help="labels the exporter must have, e.g. board=rpi4")
     create.add_argument("--exporter", help="the exporter to lease, by name")
-    create.add_argument("--duration", type=parse_duration, default=defaults.LEASE_DURATION, metavar="DURATION",
-                        help=f"how long the lease may last: seconds, 30m, 1h30m, 1d or HH:MM:SS "
-                             f"(default {defaults.LEASE_DURATION:g} s)")
-    create.add_argument("--ttl", type=parse_duration, default=defaults.LEASE_TTL, metavar="DURATION",
-                        help=f"how long the lease lives without being renewed (default {defaults.LEASE_TTL:g} s, "
-                             f"at most {defaults.MAX_LEASE_TTL:g}); connections through the lease renew it")
-    create.add_argument("--wait", "--acquisition-timeout", type=parse_duration, default=0, metavar="DURATION",
-                        help="wait this long for the grant (upstream's name: --acquisition-timeout)")
+    add_lease_options(create)
     add_output_option(create)
     add_client_config_option(create)
     create.set_defaults(func=cmd_lease_create)
