@@ -10,7 +10,7 @@ import os
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.action import JumpstarterAction
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import find_driver, task_exporter
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client import locate_driver, task_exporter
 
 RESULT = ("bytes_received", "bytes_written", "sha256", "compression")  # what RETURN documents of the outcome
 
@@ -29,8 +29,7 @@ class ActionModule(JumpstarterAction):
             from jumpstarter_lab.wire import labels  # task_exporter made sure the library is there
             from jumpstarter_lab_driver_storage.client import file_sha256
 
-            storage = find_driver(root, args["storage"], labels.STORAGE_MUX, "storage", preferred="storage")
-            name = args["storage"] or next(path for path, found in root.find(labels.STORAGE_MUX) if found is storage)
+            name, storage = locate_driver(root, args["storage"], labels.STORAGE_MUX, "storage", preferred="storage")
             try:
                 held = storage.flashed_image() if hasattr(storage, "flashed_image") else None
                 digest = file_sha256(src)

@@ -109,11 +109,17 @@ def driver_at(root, path: str):
         raise AnsibleConnectionFailure(f"the exporter has no driver '{path}': {e}") from None
 
 
-def find_driver(root, path: str | None, label: str, what: str, preferred: str = "console"):
-    """The driver at a dotted path, or the first one with `label` (preferring one named `preferred`)."""
+def locate_driver(root, path: str | None, label: str, what: str, preferred: str = "console"):
+    """(dotted path, driver) of the driver at a dotted path, or of the first one with `label` (preferring one
+    named `preferred`)."""
     if path:
-        return driver_at(root, path)
-    found = sorted(root.find(label), key=lambda item: (item[0].rsplit(".", 1)[-1] != preferred, item[0]))
-    if not found:
-        raise AnsibleConnectionFailure(f"the exporter has no {what} driver; name one with the {what} option")
-    return found[0][1]
+        return path, driver_at(root, path)
+    try:
+        return root.locate(None, label, what, preferred)
+    except DriverNotFound as e:
+        raise AnsibleConnectionFailure(f"{e}; name one with the {what} option") from None
+
+
+def find_driver(root, path: str | None, label: str, what: str, preferred: str = "console"):
+    """The driver locate_driver() finds."""
+    return locate_driver(root, path, label, what, preferred)[1]

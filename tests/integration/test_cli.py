@@ -111,3 +111,45 @@ board:
     wrong = cli("call", *host, "board.storage.write", "not-a-handle")
     assert wrong.returncode == 1 and "call host() before write()" in wrong.stderr
     assert cli("tree", *host).returncode == 0  # the exporter is still serving after all that
+
+
+def test_flash_writes_once_with_progress_and_says_what_it_did(make_config, run_exporter, tmp_path):
+    disk = tmp_path / "disk.img"
+    exporter = run_exporter(make_config(f"""
+board:
+  type: jumpstarter_lab_driver_sim.SimBoard
+  config: {{image: {disk}}}
+"""))
+    image = tmp_path / "image.gz"
+    image.write_bytes(__import__("gzip").compress(b"JUMPSTARTER_MARKER=cli-flash\n" + os.urandom(300_000)))
+    host = ("--host", exporter.address)
+    first = cli("flash", *host, str(image), "-o", "json")
+    assert first.returncode == 0, first.stderr
+    (record,) = json.loads(first.stdout)
+    assert record["name"] == "board.storage" and record["changed"] is True and record["compression"] == "gzip"
+    assert "image.gz -> board.storage" in first.stderr  # the progress bar, on stderr
+    again = cli("flash", *host, str(image))
+    assert again.stdout.strip() == f"board.storage: holds {image} already (sha256 {record['sha256']}); --force writes it"
+    forced = cli("flash", *host, str(image), "--force", "--storage", "board.storage")
+    assert forced.stdout.startswith(f"board.storage: wrote {image} ("), forced.stdout
+    assert disk.read_bytes().startswith(b"JUMPSTARTER_MARKER=cli-flash\n")
+    missing = cli("flash", *host, str(tmp_path / "nothing.img"))
+    assert missing.returncode == 1 and "nothing.img is not a file" in missing.stderr
+    nowhere = cli("flash", *host, str(image), "--storage", "board.disk")
+    assert nowhere.returncode == 1 and "no driver 'disk'" in nowhere.stderr, nowhere.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "tcsh"])
+def test_completion_scripts_know_the_commands(shell, tmp_path):
+    script = cli("completion", shell)
+    assert script.returncode == 0, script.stderr
+    for command in ("lease", "flash", "exporters"):
+        assert command in script.stdout
+    assert shell == "tcsh" or "--acquisition-timeout" in script.stdout  # tcsh's script completes commands only
+    if shell == "bash":  # bash itself loads it and completes a subcommand
+        path = tmp_path / "completion.bash"
+        path.write_text(script.stdout)
+        probe = subprocess.run(["bash", "-c", f"source {path}; COMP_WORDS=(jumpstarter-lab fla); COMP_CWORD=1; "
+                                "_shtab_jumpstarter_lab jumpstarter-lab fla jumpstarter-lab; echo ${COMPREPLY[@]}"],
+                               capture_output=True, text=True, check=False)
+        assert probe.stdout.split() == ["flash"], probe

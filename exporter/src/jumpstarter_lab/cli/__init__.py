@@ -31,7 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_parsers(sub)
     client.add_parsers(sub)
     controller.add_parsers(sub)
+    completion = sub.add_parser("completion", help="print a shell completion script, e.g. "
+                                                   "`jumpstarter-lab completion bash > /etc/bash_completion.d/jumpstarter-lab`")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    completion.set_defaults(func=lambda args: _completion(parser, args.shell))
     return parser
+
+
+def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    import shtab
+
+    print(shtab.complete(parser, shell=shell))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`jumpstarter-lab call|tree|console|shell`: using an exporter's drivers."""
+"""`jumpstarter-lab call|flash|tree|console|shell`: using an exporter's drivers."""
 
 from __future__ import annotations
 
@@ -19,13 +19,16 @@ from ..client import ControllerClient, DriverClient, UnavailableClient, connect,
 from ..client.connect import ENV_HOST, ENV_SESSION
 from ..client.tunnel import lease_socket
 from ..exporter import Exporter, Listen, load
-from ..wire.errors import JumpstarterLabError
+from ..wire import labels
+from ..wire.errors import DriverInvalidArgument, JumpstarterLabError
 from .common import (
     add_client_config_option,
     add_connection_options,
     add_lease_options,
+    add_output_option,
     connect_kwargs,
     connection_environment,
+    print_records,
     with_signals,
 )
 
@@ -40,6 +43,29 @@ def cmd_call(args) -> int:
                                                      each=lambda item: print(json.dumps(item), flush=True))
     if result is not None and not streamed:  # a streaming call's values were printed as they came
         print(json.dumps(result) if not isinstance(result, str) else result)
+    return 0
+
+
+def cmd_flash(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    image = Path(args.image)
+    if not image.is_file():
+        raise DriverInvalidArgument(f"{image} is not a file")
+    with connect(args.host, **connect_kwargs(args)) as root:
+        path, storage = root.locate(args.storage, labels.STORAGE_MUX, "storage", preferred="storage")
+        columns = (TextColumn(f"{image.name} -> {path}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            bar = progress.add_task("flash", total=image.stat().st_size)
+            result = storage.flash(image, force=args.force,
+                                   progress=lambda sent, _total: progress.update(bar, completed=sent))
+    record = {"name": path, "image": str(image), **{key: result.get(key) for key in (
+        "changed", "bytes_received", "bytes_written", "compression", "sha256")}}
+    print_records([record], args.output, lambda r: (
+        f"{r['name']}: wrote {r['image']} ({r['bytes_written']} bytes, {r['compression']}, sha256 {r['sha256']})"
+        if r["changed"] else f"{r['name']}: holds {r['image']} already (sha256 {r['sha256']}); --force writes it"))
     return 0
 
 
@@ -163,6 +189,15 @@ def add_parsers(sub) -> None:
     call.add_argument("args", nargs="*", help="arguments, each parsed as a YAML value")
     add_connection_options(call)
     call.set_defaults(func=cmd_call)
+
+    flash = sub.add_parser("flash", help="write an image to a board's storage (skipped if it holds it already)")
+    flash.add_argument("image", help="raw, gzip, xz, bzip2 or zstd image file")
+    flash.add_argument("--storage", metavar="DRIVER", help="dotted path (default: the storage mux named storage, "
+                                                           "else the first one)")
+    flash.add_argument("--force", action="store_true", help="write even if the storage holds this image")
+    add_output_option(flash)
+    add_connection_options(flash)
+    flash.set_defaults(func=cmd_flash)
 
     console = sub.add_parser("console", help="use a board's console (a driver's byte stream) from this terminal")
     console.add_argument("driver", metavar="DRIVER", help="dotted path, e.g. board.console")

@@ -19,6 +19,7 @@ from ..streams import forward
 from ..wire import call_values, handles, labels, names
 from ..wire import metadata as wire_metadata
 from ..wire.errors import (
+    DriverNotFound,
     ExporterUnavailable,
     JumpstarterLabError,
     MethodNotFound,
@@ -146,6 +147,16 @@ class DriverClient:
                 found.append((name, child))
             found.extend((f"{name}.{path}", node) for path, node in child.find(label))
         return found
+
+    def locate(self, path: str | None, label: str, what: str, preferred: str = "") -> tuple[str, DriverClient]:
+        """(dotted path, client) of the driver at `path`, or when no path is given, of the first driver with client
+        label `label` (one named `preferred` first); DriverNotFound names `what` when there is none."""
+        if path:
+            return path, self.child(path)
+        found = sorted(self.find(label), key=lambda item: (item[0].rsplit(".", 1)[-1] != preferred, item[0]))
+        if not found:
+            raise DriverNotFound(f"the exporter has no {what} driver")
+        return found[0]
 
     def __dir__(self):
         return list(super().__dir__()) + list(self.children)
