@@ -169,6 +169,7 @@ EXAMPLES = r"""
   tasks:
     - name: Kernel
       ansible.builtin.command: uname -a
+      changed_when: false
 """
 
 import fcntl
@@ -188,6 +189,7 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client im
     exporter,
     exporter_key,
     find_driver,
+    power_state,
 )
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_shell import (
     ConsoleError,
@@ -232,7 +234,7 @@ class Connection(ConnectionBase):
             shell = SerialShell(stream, prompts=prompts, tmpdir=self.get_option("tmpdir"),
                                 log=lambda m: display.vvv(m, host=host))
             shell.attach(self.get_option("remote_user"), self.get_option("password"),
-                         float(self.get_option("login_timeout")))
+                         float(self.get_option("login_timeout")), lambda: power_state(root))
         except ConsoleError as e:
             stack.close()
             raise AnsibleConnectionFailure(f"console of {host}: {e}") from None

@@ -123,3 +123,16 @@ def locate_driver(root, path: str | None, label: str, what: str, preferred: str 
 def find_driver(root, path: str | None, label: str, what: str, preferred: str = "console"):
     """The driver locate_driver() finds."""
     return locate_driver(root, path, label, what, preferred)[1]
+
+
+def power_state(root) -> tuple[str, str, str] | None:
+    """("on" or "off", the power driver's path, what it said) for the board's power driver (one named power
+    first), or None when the tree has none that can tell."""
+    from jumpstarter_lab.wire import labels
+
+    try:
+        path, power = root.locate(None, labels.POWER, "power", preferred="power")
+    except DriverNotFound:
+        return None
+    state = power.state() if hasattr(power, "state") else None
+    return None if state is None else (state[0], path, f"{path}.{state[1]}")

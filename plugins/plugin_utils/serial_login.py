@@ -20,13 +20,22 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers imp
 QUIET = 2.0  # seconds of silence after which an attaching console is taken for a shell without prompt
 
 
-def attach(console: SerialConsole, user: str | None, password: str | None, timeout: float) -> None:
+class ConsoleSilent(ConsoleTimeout):
+    """The console answered nothing at all while attaching; the message says what the board's power says."""
+
+
+def attach(console: SerialConsole, user: str | None, password: str | None, timeout: float,
+           power_state=None) -> None:
     """Reach a machine-friendly shell, logging in when the console asks for it.
 
     Interrupt whatever runs and press Enter, then look before typing the set-up line: at a
     login prompt it would be taken as a user name, which getty refuses only after a long
     pause. A console that stays quiet is taken for a shell an earlier connection left
     without prompt or echo, and gets the set-up line.
+
+    `power_state()`, asked once when the console stays silent, returns ("on" or "off", the power
+    driver's path, what it said) or None when nothing can tell: a board that is off fails at
+    once, and one that is on but silent to the end is said to look halted.
     """
     deadline = time.monotonic() + timeout
     heard = console.received
@@ -35,6 +44,7 @@ def attach(console: SerialConsole, user: str | None, password: str | None, timeo
     console.send("\x03\n")
     setup_sent = False  # the set-up line went to the shell now on the console
     refusals = 0
+    power = None  # what power_state() said, once asked
     while True:
         choices = {"login": console.prompts.login, "password": console.prompts.password, "ready": ready,
                    "bad": rb"[Ll]ogin incorrect|[Aa]uthentication failure"}
@@ -45,10 +55,20 @@ def attach(console: SerialConsole, user: str | None, password: str | None, timeo
         try:
             name, _match = console.expect(choices, max(0.1, wait), "a login prompt or a shell")
         except ConsoleTimeout:
-            if console.received == heard and time.monotonic() >= deadline:
-                raise ConsoleTimeout(f"the console showed nothing in {timeout:g}s, not a prompt nor an echo of what "
-                                     "was typed: the board looks off or halted, or this is not its console (power "
-                                     "it on first, e.g. jumpstarter.lab.call driver=power method=on)") from None
+            silent = console.received == heard
+            if silent and power_state is not None and power is None:
+                power = power_state() or ("unknown", "", "")
+                if power[0] == "off":
+                    raise ConsoleSilent(f"the board is powered off ({power[2]}): power it on first, e.g. "
+                                        f"jumpstarter.lab.call driver={power[1]} method=on") from None
+            if silent and time.monotonic() >= deadline:
+                if power and power[0] == "on":
+                    raise ConsoleSilent(f"the console showed nothing in {timeout:g}s, not a prompt nor an echo of what "
+                                        f"was typed, although the board is powered on ({power[2]}): it looks halted "
+                                        "or hung, or this is not its console") from None
+                raise ConsoleSilent(f"the console showed nothing in {timeout:g}s, not a prompt nor an echo of what "
+                                    "was typed: the board looks off or halted, or this is not its console (power "
+                                    "it on first, e.g. jumpstarter.lab.call driver=power method=on)") from None
             if setup_sent or time.monotonic() >= deadline:
                 raise
             name = "shell"

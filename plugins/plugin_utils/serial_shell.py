@@ -41,9 +41,9 @@ class SerialShell(SerialConsole):
     def tmpdir(self) -> str:
         return self._commands.tmpdir
 
-    def attach(self, user: str | None, password: str | None, timeout: float) -> None:
+    def attach(self, user: str | None, password: str | None, timeout: float, power_state=None) -> None:
         """Reach a machine-friendly shell, logging in when the console asks for it (serial_login.attach)."""
-        serial_login.attach(self, user, password, timeout)
+        serial_login.attach(self, user, password, timeout, power_state)
 
     def detach(self, timeout: float = 5.0) -> None:
         """Give the console back to people: prompt and echo as before (serial_login.detach)."""

@@ -154,13 +154,40 @@ def test_wrong_password_fails_clearly(lab):
     assert lab.adhoc("raw", "true")["rc"] == 0  # the right password still works afterwards
 
 
-def test_a_board_that_is_off_is_said_to_look_off(tmp_path, collections_path):
-    """Its console shows nothing, not even an echo: the task says so, not 'timed out waiting for a prompt'."""
+def test_a_board_that_is_off_is_said_to_be_off_at_once(tmp_path, collections_path):
+    """Its console shows nothing, not even an echo, and its power driver reads 0 V: the task says the board is
+    off as soon as the console has been silent a moment, not after the whole login_timeout."""
     exporter = start_exporter(tmp_path, SIM)  # the sim board, never powered on
     try:
-        result = Lab(tmp_path, collections_path, exporter.address).adhoc("raw", "true", "-e",
-                                                                         "jumpstarter_login_timeout=5")
+        result = Lab(tmp_path, collections_path, exporter.address).adhoc(
+            "raw", "true", "-e", "jumpstarter_login_timeout=3600", timeout=120)  # it would wait an hour otherwise
         assert result["unreachable"] is True, result
-        assert "the console showed nothing in 5s" in result["msg"] and "looks off or halted" in result["msg"], result
+        assert ("the board is powered off (board.power.read() gives 0 V, 0 A): power it on first, e.g. "
+                "jumpstarter.lab.call driver=board.power method=on") in result["msg"], result
+        assert "Traceback" not in result["msg"]
     finally:
         exporter.stop()
+
+
+def test_a_silent_console_of_a_powered_board_is_said_to_look_halted(tmp_path, collections_path):
+    """A console nobody answers on (a pty whose other side stays quiet) while the power driver reads volts."""
+    controller, device = os.openpty()
+    exporter = start_exporter(tmp_path, SIM + f"""
+quiet:
+  type: jumpstarter_driver_pyserial.driver.PySerial
+  config: {{url: {os.ttyname(device)}}}
+""", "--session-linger", "600")
+    try:
+        lab = Lab(tmp_path, collections_path, exporter.address, jumpstarter_console="quiet",
+                  jumpstarter_login_timeout=5)
+        on = lab.playbook("- hosts: board1\n  gather_facts: false\n  tasks:\n"
+                          "    - jumpstarter.lab.call: {driver: board.power, method: 'on'}\n")
+        assert on["rc"] == 0, on
+        result = lab.adhoc("raw", "true")
+        assert result["unreachable"] is True, result
+        assert ("the console showed nothing in 5s, not a prompt nor an echo of what was typed, although the board "
+                "is powered on (board.power.read() gives 5 V, 0.4 A): it looks halted or hung") in result["msg"], result
+    finally:
+        exporter.stop()
+        os.close(controller)
+        os.close(device)
