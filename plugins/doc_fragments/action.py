@@ -23,8 +23,20 @@ attributes:
   platform:
     platforms: all
     details: Nothing runs on the board, so its operating system does not matter.
+requirements:
+  - The C(jumpstarter_lab) Python package (the client library) and the driver families' clients, in the Python
+    that runs Ansible - C(pip install -r requirements.txt && pip install --no-deps exporter drivers/*), paths in
+    the installed collection.
 notes:
   - Runs on the Ansible controller, as an action plugin; needs the C(jumpstarter_lab) Python package there.
+  - >-
+    Reaches the board's exporter from the host variables of the P(jumpstarter.lab.jumpstarter#connection)
+    connection plugin, whatever the host's own connection is - C(jumpstarter_host) (a socket or HOST:PORT),
+    or C(jumpstarter_lease) with C(jumpstarter_client_config) (both set by M(jumpstarter.lab.lease)), and
+    C(jumpstarter_session), C(jumpstarter_allow), C(jumpstarter_pins), C(jumpstarter_tls_ca),
+    C(jumpstarter_tls_cert), C(jumpstarter_tls_key), C(jumpstarter_token_file), C(jumpstarter_insecure);
+    C(jumpstarter_exporter) (set by the P(jumpstarter.lab.jumpstarter#inventory) inventory plugin) names the
+    exporter M(jumpstarter.lab.lease) leases.
   - The group C(jumpstarter.lab.jumpstarter) holds every module of the collection, so
     C(module_defaults) with C(group/jumpstarter.lab.jumpstarter) sets an option they share (O(timeout)) once.
 """
