@@ -131,6 +131,10 @@ def test_lease_in_check_mode_takes_nothing_and_bad_input_is_named(lab_inventory)
     broken.write_text(yaml.safe_dump({"plugin": "jumpstarter.lab.jumpstarter", "exporters": {"b1": {"hots": "x"}}}))
     listed = run(ansible, str(BIN / "ansible-inventory"), "-i", str(broken), "--list")
     assert "exporters.b1 needs a 'host'" in listed.stderr
+    malformed = ansible.workdir / "malformed.jumpstarter.yml"
+    malformed.write_text(yaml.safe_dump({**yaml.safe_load(inventory.read_text()), "selector": "board=sim=x"}))
+    listed = run(ansible, str(BIN / "ansible-inventory"), "-i", str(malformed), "--list")
+    assert "invalid label selector term 'board=sim=x'" in " ".join(listed.stderr.split()), listed.stderr
 
 
 def test_flash_checks_and_refuses_clearly(lab_inventory):
