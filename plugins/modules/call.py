@@ -81,5 +81,5 @@ value:
       values it yielded, at most O(count).
   returned: success
   type: raw
-  sample: "on"
+  sample: dut
 """

@@ -102,7 +102,7 @@ sha256:
   description: SHA-256 of the image file, equal to what the exporter received.
   returned: success
   type: str
-  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  sample: e404cb3815551a3ffe808c2e4ef87d8d6ca872e3685fb576e6449795abbd97e4
 compression:
   description: The image's compression, as the exporter recognised it.
   returned: success, not in check mode

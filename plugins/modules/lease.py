@@ -97,8 +97,14 @@ EXAMPLES = r"""
       jumpstarter.lab.lease:
         acquisition_timeout: 600
 
-    - name: Runs on the board, through its serial console
+    - name: Power it on (a board comes to a lease powered off)
+      jumpstarter.lab.call:
+        driver: board.power
+        method: "on"
+
+    - name: Runs on the board, through its serial console (waits for its login prompt)
       ansible.builtin.command: uname -a
+      changed_when: false
 
     - name: Give the board back
       jumpstarter.lab.lease:
@@ -116,7 +122,7 @@ EXAMPLES = r"""
 
     - name: Power it on (the lease and the client config are this host's facts now)
       jumpstarter.lab.call:
-        driver: power
+        driver: board.power
         method: "on"
 
     - name: Give it back
@@ -143,5 +149,5 @@ ansible_facts:
   returned: always
   type: dict
   sample: {"jumpstarter_lease": "0d42efcd-a7f3-467c-93b7-0f21d3c91724",
-           "jumpstarter_client_config": "~/.config/jumpstarter/clients/alice.yaml"}
+           "jumpstarter_client_config": "/home/alice/.config/jumpstarter/clients/alice.yaml"}
 """
