@@ -193,6 +193,15 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def build_collection(output: Path) -> Path:
+    """`ansible-galaxy collection build` of this tree into `output`: the collection's tarball, as users get it."""
+    built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(output),
+                            str(ROOT)], capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr
+    (path,) = output.glob("jumpstarter-lab-*.tar.gz")
+    return path
+
+
 # --- distributed mode: a controller, clients and exporters as real processes --------------------
 
 DISTRIBUTED_EXPORT = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"},

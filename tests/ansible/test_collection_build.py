@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import start_exporter
-from helpers import BIN, ROOT
+from helpers import BIN, ROOT, build_collection
 
 
 def galaxy(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -27,11 +27,7 @@ def galaxy(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tarball(tmp_path_factory):
-    out = tmp_path_factory.mktemp("built")
-    built = galaxy("build", "--output-path", str(out), str(ROOT))
-    assert built.returncode == 0, built.stderr
-    (path,) = out.glob("jumpstarter-lab-*.tar.gz")
-    return path
+    return build_collection(tmp_path_factory.mktemp("built"))
 
 
 @pytest.fixture(scope="module")
