@@ -20,7 +20,9 @@ description:
     C(jumpstarter_client_config), C(jumpstarter_labels), C(jumpstarter_online) and C(jumpstarter_status), one of
     C(available), C(lease_ready) (leased), C(before_lease_hook), C(after_lease_hook),
     C(before_lease_hook_failed), C(after_lease_hook_failed), C(offline) and C(unspecified) (upstream's
-    ExporterStatus values). A host listed in the file has C(jumpstarter_host), C(jumpstarter_labels), and
+    ExporterStatus values), C(jumpstarter_enabled) (false while an admin has it out of service, when it is
+    granted to nobody) and C(jumpstarter_status_message) (e.g. why it is out of service, or C(leased)).
+    A host listed in the file has C(jumpstarter_host), C(jumpstarter_labels), and
     C(jumpstarter_tls_ca) or C(jumpstarter_insecure) when given. What comes from the controller is marked
     unsafe, never templated.
   - The inventory file's name must end in C(jumpstarter.yml) or C(jumpstarter.yaml).
@@ -143,7 +145,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                 f"listing exporters from the controller in {config}",
                                 timeout=self.get_option("timeout"))
         exporters = [{"name": names.short(exporter.name), "labels": dict(exporter.labels),
-                      "status": names.status_name(exporter.status)} for exporter in found]
+                      "status": names.status_name(exporter.status), "enabled": exporter.enabled,
+                      "message": exporter.status_message} for exporter in found]
         if use_cache:
             self._cache[key] = {"asked": asked, "exporters": exporters}
         return exporters
@@ -172,6 +175,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             "jumpstarter_labels": exporter["labels"],
             "jumpstarter_online": online,
             "jumpstarter_status": exporter["status"],
+            "jumpstarter_enabled": exporter.get("enabled", True),  # a cache an older version wrote has no field
+            "jumpstarter_status_message": exporter.get("message", ""),
         })
 
     def _add_host(self, name: str, variables: dict) -> None:

@@ -60,14 +60,19 @@ def run(ansible: Lab, *args: str) -> subprocess.CompletedProcess:
 
 def test_inventory_lists_the_controllers_boards_and_the_ones_given(lab_inventory):
     lab, inventory, ansible = lab_inventory
+    assert cli("admin", "disable-exporter", "sim2", "--reason", "new SD card", "--db", lab.db).returncode == 0
     listed = run(ansible, str(BIN / "ansible-inventory"), "-i", str(inventory), "--list")
     assert listed.returncode == 0, listed.stderr
     data = plain(json.loads(listed.stdout))
+    sim2 = data["_meta"]["hostvars"]["sim2"]
+    assert (sim2["jumpstarter_enabled"], sim2["jumpstarter_status_message"]) == (False, "out of service: new SD card")
+    assert cli("admin", "enable-exporter", "sim2", "--db", lab.db).returncode == 0
     assert sorted(data["jumpstarter"]["hosts"]) == ["bench1", "sim1", "sim2"]
     assert (data["rack_a"]["hosts"], data["rack_b"]["hosts"], data["rack_c"]["hosts"]) == (["sim1"], ["sim2"], ["bench1"])
     sim1 = data["_meta"]["hostvars"]["sim1"]
     assert sim1["jumpstarter_exporter"] == "sim1" and sim1["jumpstarter_labels"] == {"board": "sim", "rack": "a"}
-    assert (sim1["jumpstarter_online"], sim1["jumpstarter_status"]) == (True, "available")
+    assert (sim1["jumpstarter_online"], sim1["jumpstarter_status"], sim1["jumpstarter_enabled"]) == (
+        True, "available", True)
     assert sim1["ansible_connection"] == "jumpstarter.lab.jumpstarter"
     assert data["_meta"]["hostvars"]["bench1"]["jumpstarter_host"] == str(lab.workdir / "bench1.sock")
 

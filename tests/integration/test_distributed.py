@@ -6,11 +6,12 @@ import asyncio
 import base64
 import json
 import signal
+import subprocess
 
 import pytest
 import yaml
 
-from helpers import CLI, ControllerLab, cli, free_port
+from helpers import CLI, ControllerLab, cli, free_port, wait_for
 from jumpstarter_lab.client import ClientConfig, ControllerClient
 from jumpstarter_lab.wire.errors import AccessDenied, DriverError, NotAuthenticated
 
@@ -288,7 +289,7 @@ def test_listings_for_scripts_and_durations_as_people_write_them(lab):
         return result.stdout
 
     exporters = json.loads(listed("exporters", "list", "-o", "json"))
-    assert exporters == [{"name": "bench1", "online": True, "status": "available", "message": "",
+    assert exporters == [{"name": "bench1", "online": True, "status": "available", "enabled": True, "message": "",
                           "labels": {"board": "mock", "rack": "1"}}], exporters
     assert yaml.safe_load(listed("exporters", "list", "-o", "yaml")) == exporters
     assert listed("exporters", "list", "-o", "name") == "bench1\n"
@@ -304,3 +305,51 @@ def test_listings_for_scripts_and_durations_as_people_write_them(lab):
     assert waited.returncode == 1 and "not granted within 1" in waited.stderr, waited.stderr
     assert listed("lease", "list", "-o", "name") == created[0]["name"] + "\n"  # the request was withdrawn
     assert cli("--version").stdout.startswith("jumpstarter-lab 0.")
+
+
+def test_an_exporter_out_of_service_is_granted_to_nobody_until_it_is_back(lab):
+    lab.client("alice")
+    lab.exporter("bench1", "board=mock")
+    config = str(lab.workdir / "alice.yaml")
+
+    def admin(*args: str) -> str:
+        result = cli("admin", *args, "--db", lab.db)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def exporters() -> dict:
+        return {e["name"]: e for e in json.loads(cli("exporters", "list", "-o", "json", "--client-config",
+                                                     config).stdout)}
+
+    def lease(wait: str) -> subprocess.CompletedProcess:
+        return cli("lease", "create", "-l", "board=mock", "--acquisition-timeout", wait, "-o", "json",
+                   "--client-config", config)
+
+    assert "out of service (flaky SD mux)" in admin("disable-exporter", "bench1", "--reason", "flaky SD mux")
+    listed = wait_for(lambda: (e := exporters()["bench1"]) and not e["enabled"] and e, 30, "the listing to show it out")
+    assert listed["online"] and listed["message"] == "out of service: flaky SD mux", listed
+    refused = lease("2")
+    assert refused.returncode == 1, refused.stdout
+    assert "not granted within 2s (waiting, position 1 in the queue (bench1 is out of service: flaky SD mux))" \
+        in refused.stderr, refused.stderr
+    assert cli("lease", "list", "-o", "name", "--client-config", config).stdout == ""  # the request was withdrawn
+    admin("enable-exporter", "bench1")
+    (granted,) = json.loads(lease("30").stdout)
+    assert granted["state"] == "ready" and granted["exporter"] == "bench1"
+    admin("disable-exporter", "bench1", "--reason", "kept running")  # the lease goes on
+    (still,) = json.loads(cli("lease", "list", "-o", "json", "--client-config", config).stdout)
+    assert still["state"] == "ready", still
+    admin("disable-exporter", "bench1", "--reason", "smoke from the PSU", "--end-leases")
+
+    def ended():
+        listing = json.loads(cli("lease", "list", "--all", "-o", "json", "--client-config", config).stdout)
+        (record,) = [lease for lease in listing if lease["name"] == granted["name"]]
+        return record["state"] == "ended" and record
+
+    record = wait_for(ended, 30, "the lease to end")
+    assert record["message"] == "the exporter was taken out of service: smoke from the PSU", record
+    missing = cli("admin", "disable-exporter", "bench9", "--reason", "x", "--db", lab.db)
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        "jumpstarter-lab: error: no exporter default/bench9 in the controller's database"), missing.stderr
+    blank = cli("admin", "disable-exporter", "bench1", "--reason", " ", "--db", lab.db)
+    assert blank.returncode == 1 and "say why the exporter is out of service" in blank.stderr

@@ -150,6 +150,8 @@ def test_a_version_1_database_is_migrated(db_url):
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN seq")
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN allowed")
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN exporter_name")
+        conn.exec_driver_sql("ALTER TABLE identities DROP COLUMN disabled")
+        conn.exec_driver_sql("ALTER TABLE identities DROP COLUMN disabled_ends_leases")
         conn.exec_driver_sql("UPDATE schema_version SET version = 1")
         conn.exec_driver_sql("INSERT INTO leases (name, namespace, client, selector, state, priority, requested_at, "
                              "duration, ttl, alive_until, epoch, reason) VALUES "
@@ -165,7 +167,8 @@ def test_a_version_1_database_is_migrated(db_url):
     asyncio.run(main())
     store = Store(db_url)
     with store.transaction(read_only=True) as conn:
-        assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar_one() == 2
+        assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar_one() == 3
+        assert conn.exec_driver_sql("SELECT count(*) FROM identities WHERE disabled IS NOT NULL").scalar_one() == 0
     store.close()
 
 

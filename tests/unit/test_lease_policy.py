@@ -180,3 +180,17 @@ def test_the_policy_and_the_record_stand_on_plain_data():
                     for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
                     for alias in node.names}
         assert imported <= plain, f"{module} imports {sorted(imported - plain)}"
+
+
+def test_an_exporter_out_of_service_is_never_granted_and_ends_its_lease_only_when_asked():
+    out = dataclasses.replace(online(board="a"), disabled="flaky mux")
+    exporters = {("default", "e1"): out, ("default", "e2"): online(board="b")}
+    waiting = lease("l1", "board=a")
+    assert policy.grants([waiting], exporters, T) == []
+    assert policy.shown(waiting, [waiting], exporters).reason == "e1 is out of service: flaky mux"
+    assert policy.shown(lease("l2", ""), [], exporters).reason == ""  # e2 is still in service
+    held = granted(lease("l3", "board=a"), "e1")
+    assert policy.expiry(held, exporters, T) is None  # its lease goes on by default
+    ending = {("default", "e1"): dataclasses.replace(out, disabled_ends_leases=True)}
+    assert policy.expiry(held, ending, T) == "the exporter was taken out of service: flaky mux"
+    assert out.online(T) and not out.grantable(T)

@@ -157,6 +157,19 @@ def cmd_admin_revoke(args) -> int:
     return 0
 
 
+def cmd_admin_disable(args) -> int:
+    _authority(args).set_service(args.namespace, args.name, args.reason, args.end_leases)
+    ended = "; its lease ends" if args.end_leases else "; a lease it holds goes on until it ends"
+    print(f"exporter {args.namespace}/{args.name} is out of service ({args.reason}): it is granted to nobody{ended}")
+    return 0
+
+
+def cmd_admin_enable(args) -> int:
+    _authority(args).set_service(args.namespace, args.name, None)
+    print(f"exporter {args.namespace}/{args.name} is in service again")
+    return 0
+
+
 # --- client side ----------------------------------------------------------------------------
 
 async def _with_client(args, work):
@@ -170,11 +183,13 @@ async def _with_client(args, work):
 def cmd_exporters_list(args) -> int:
     exporters = asyncio.run(_with_client(args, lambda c: c.exporters(args.selector or "")))
     records = [{"name": names.short(e.name), "online": e.online, "status": names.status_name(e.status),
-                "message": e.status_message, "labels": dict(sorted(e.labels.items()))} for e in exporters]
+                "enabled": e.enabled, "message": e.status_message, "labels": dict(sorted(e.labels.items()))}
+               for e in exporters]
 
     def table(record: dict) -> str:
         labels = ",".join(f"{k}={v}" for k, v in record["labels"].items())
-        return f"{record['name']}  {'online' if record['online'] else 'offline'}  {record['message'] or '-'}  {labels}"
+        state = ("online" if record["online"] else "offline") + ("" if record["enabled"] else ",disabled")
+        return f"{record['name']}  {state}  {record['message'] or '-'}  {labels}"
 
     print_records(records, args.output, table)
     return 0
@@ -278,6 +293,17 @@ def add_parsers(sub) -> None:
     revoke.add_argument("--db")
     revoke.add_argument("--namespace", default="default")
     revoke.set_defaults(func=cmd_admin_revoke)
+    disable = admin.add_parser("disable-exporter", help="take an exporter out of service: it is granted to nobody "
+                                                        "(upstream's enabled: false)")
+    disable.add_argument("name")
+    disable.add_argument("--reason", required=True, help="why, shown in exporters list and to waiting clients")
+    disable.add_argument("--end-leases", action="store_true", help="end the lease it holds now (default: let it run)")
+    enable = admin.add_parser("enable-exporter", help="put an exporter back in service")
+    enable.add_argument("name")
+    for parser, func in ((disable, cmd_admin_disable), (enable, cmd_admin_enable)):
+        parser.add_argument("--db")
+        parser.add_argument("--namespace", default="default")
+        parser.set_defaults(func=func)
 
     exporters = sub.add_parser("exporters", help="exporters known to the controller").add_subparsers(
         dest="verb", required=True)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..wire.errors import NotAuthenticated
+from ..wire.errors import ConfigError, NotAuthenticated
 from .store import Store, identities, loads, now, signing_keys
 
 ISSUER = "jumpstarter-lab"
@@ -148,7 +148,20 @@ class Authority:
                                                           identities.c.name == name)
                                 .values(revoked=True, generation=identities.c.generation + 1))
         if done.rowcount == 0:
-            raise ValueError(f"no {kind} {namespace}/{name}")
+            raise ConfigError(f"no {kind} {namespace}/{name} in the controller's database")
+
+    def set_service(self, namespace: str, name: str, disabled: str | None, ends_leases: bool = False) -> None:
+        """Take an exporter out of service (`disabled`: why; its lease ends too with `ends_leases`) or, with None,
+        put it back. Its tokens stay valid: it stays registered and online, it is only never granted."""
+        if disabled is not None and not disabled.strip():
+            raise ConfigError("say why the exporter is out of service (a reason, e.g. 'flaky SD mux, ticket 42')")
+        with self.store.transaction() as conn:
+            done = conn.execute(identities.update().where(identities.c.kind == "exporter",
+                                                          identities.c.namespace == namespace,
+                                                          identities.c.name == name)
+                                .values(disabled=disabled, disabled_ends_leases=bool(disabled and ends_leases)))
+        if done.rowcount == 0:
+            raise ConfigError(f"no exporter {namespace}/{name} in the controller's database")
 
     def rotate(self, identity: Identity, ttl_days: float = 365) -> tuple[str, float]:
         """Void the identity's tokens and issue its next one; returns (token, expiry)."""

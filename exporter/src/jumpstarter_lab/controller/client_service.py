@@ -33,9 +33,12 @@ class ClientServicer:
             if name_filter is not None and not selectors.matches(name_filter, seen.labels):
                 continue
             leased = name in granted
+            message = "leased" if leased else seen.status_message
+            if seen.disabled is not None:
+                message = f"out of service: {seen.disabled}" + ("; leased" if leased else "")
             result.append(client_pb2.Exporter(name=names.exporter(identity.namespace, name), labels=seen.labels,
                                               online=seen.online(t), status=seen.status_at(t, leased),
-                                              status_message="leased" if leased else seen.status_message))
+                                              status_message=message, enabled=seen.disabled is None))
         return result
 
     @rpc("client")

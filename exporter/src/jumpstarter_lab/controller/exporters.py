@@ -65,7 +65,7 @@ class Exporters:
         """The scheduler's view, in `conn`: all exporters (every few seconds), or those in `keys`, by name.
         Labels are parsed only when their text is new. Called on the lease writer's thread only."""
         query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until,
-                          _revoked()).select_from(_with_identity())
+                          _revoked(), identities.c.disabled, _ends_leases()).select_from(_with_identity())
         if keys is not None:
             query = query.where(sa.tuple_(exporters.c.namespace, exporters.c.name).in_(sorted(keys)))
         rows = conn.execute(query.order_by(exporters.c.name)).all()
@@ -75,7 +75,8 @@ class Exporters:
         for r in rows:
             if r.labels not in self._labels:
                 self._labels[r.labels] = known[r.labels] if r.labels in known else loads(r.labels)
-        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until, revoked=r.revoked)
+        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until, revoked=r.revoked,
+                                                    disabled=r.disabled, disabled_ends_leases=r.ends_leases)
                 for r in rows}
 
     @staticmethod
@@ -89,11 +90,12 @@ class Exporters:
         """Every exporter of a namespace by name, with what it last reported: what clients list."""
         with self.store.transaction(read_only=True) as conn:
             rows = conn.execute(sa.select(exporters.c.name, exporters.c.labels, exporters.c.online_until,
-                                          exporters.c.status, exporters.c.status_message, _revoked())
+                                          exporters.c.status, exporters.c.status_message, _revoked(),
+                                          identities.c.disabled)
                                 .select_from(_with_identity())
                                 .where(exporters.c.namespace == namespace).order_by(exporters.c.name)).all()
-        return [(r.name, ExporterSeen(loads(r.labels), r.online_until, r.status, r.status_message, r.revoked))
-                for r in rows]
+        return [(r.name, ExporterSeen(loads(r.labels), r.online_until, r.status, r.status_message, r.revoked,
+                                      r.disabled)) for r in rows]
 
 
 def _with_identity():
@@ -105,3 +107,7 @@ def _with_identity():
 
 def _revoked():
     return sa.func.coalesce(identities.c.revoked, False).label("revoked")
+
+
+def _ends_leases():
+    return sa.func.coalesce(identities.c.disabled_ends_leases, False).label("ends_leases")

@@ -26,6 +26,7 @@ DURATION_ENDED = "the lease duration ran out"
 EXPORTER_OFFLINE = "the exporter went offline"
 CLIENT_REVOKED = "the client's identity was revoked"
 EXPORTER_REVOKED = "the exporter's identity was revoked"
+EXPORTER_DISABLED = "the exporter was taken out of service"
 
 Revoked = frozenset  # of (namespace, name): client identities an admin revoked
 
@@ -39,10 +40,16 @@ class ExporterSeen:
     status: int = common_pb2.EXPORTER_STATUS_UNSPECIFIED  # what it last reported of itself
     status_message: str = ""
     revoked: bool = False  # an admin revoked its identity: never online, never granted
+    disabled: str | None = None  # why an admin took it out of service (None: in service): never granted
+    disabled_ends_leases: bool = False  # and whether the lease it held then ends
 
     def online(self, t: float) -> bool:
         """The one rule of online-ness: heard of within its grace, and not revoked."""
         return not self.revoked and self.online_until >= t
+
+    def grantable(self, t: float) -> bool:
+        """Whether a queued lease may get it now: online and in service."""
+        return self.disabled is None and self.online(t)
 
     def status_at(self, t: float, leased: bool) -> int:
         """The ExporterStatus clients are told: offline, leased (LEASE_READY), or what it reported
@@ -82,6 +89,8 @@ def expiry(lease: LeaseRecord, exporters: Mapping[ExporterKey, ExporterSeen], t:
         seen = exporters.get((lease.namespace, lease.exporter))
         if seen is not None and seen.revoked:
             return EXPORTER_REVOKED
+        if seen is not None and seen.disabled is not None and seen.disabled_ends_leases:
+            return f"{EXPORTER_DISABLED}: {seen.disabled}"
         if seen is None or not seen.online(t):
             return EXPORTER_OFFLINE
     return None
@@ -107,7 +116,7 @@ def grants(leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, Export
     if not queued:
         return []
     busy = {(lease.namespace, lease.exporter) for lease in leases if lease.state == LeaseState.GRANTED}
-    free = [(key, seen.labels) for key, seen in exporters.items() if seen.online(t) and key not in busy]
+    free = [(key, seen.labels) for key, seen in exporters.items() if seen.grantable(t) and key not in busy]
     granted = []
     for lease in queued:
         if not free:
@@ -134,7 +143,13 @@ def position(lease: LeaseRecord, leases: Iterable[LeaseRecord], exporters: Mappi
 
 def shown(lease: LeaseRecord, leases: Iterable[LeaseRecord],
           exporters: Mapping[ExporterKey, ExporterSeen]) -> LeaseRecord:
-    """The lease as its owner sees it: with its queue position when queued."""
+    """The lease as its owner sees it: with its queue position when queued, and why it cannot be granted when
+    every exporter it asks for is out of service."""
     if lease.state != LeaseState.QUEUED:
         return lease
-    return dataclasses.replace(lease, position=position(lease, leases, exporters))
+    wanted = [(name, seen.disabled) for (namespace, name), seen in exporters.items()
+              if namespace == lease.namespace and wants(lease, name, seen.labels) and not seen.revoked]
+    reason = ""
+    if wanted and all(disabled is not None for _name, disabled in wanted):
+        reason = "; ".join(f"{name} is out of service: {disabled}" for name, disabled in wanted[:3])
+    return dataclasses.replace(lease, position=position(lease, leases, exporters), reason=reason)

@@ -106,8 +106,10 @@ def lease_message(record: LeaseRecord) -> client_pb2.Lease:
     if record.exporter:
         lease.exporter = names.exporter(record.namespace, record.exporter)
     reason = CONDITION_REASON[record.state]
-    message = (f"waiting, position {record.position} in the queue" if record.state == LeaseState.QUEUED
-               else record.reason or f"granted, epoch {record.epoch}")
+    if record.state == LeaseState.QUEUED:
+        message = f"waiting, position {record.position} in the queue" + (f" ({record.reason})" if record.reason else "")
+    else:
+        message = record.reason or f"granted, epoch {record.epoch}"
     lease.conditions.append(kubernetes_pb2.Condition(type="Ready", status="True" if record.state == LeaseState.GRANTED
                                                      else "False", reason=reason, message=message))
     if not record.active:

@@ -43,6 +43,9 @@ identities = sa.Table(
     sa.Column("generation", sa.Integer, nullable=False, default=1),
     sa.Column("revoked", sa.Boolean, nullable=False, default=False),
     sa.Column("created", sa.Float, nullable=False),
+    # An exporter an admin took out of service: why (NULL while it is in service), and whether its leases end.
+    sa.Column("disabled", sa.Text, nullable=True),
+    sa.Column("disabled_ends_leases", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 exporters = sa.Table(
@@ -100,7 +103,7 @@ dials = sa.Table(
     sa.Column("taken", sa.Boolean, nullable=False, default=False),
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one before
     2: ["ALTER TABLE leases ADD COLUMN exporter_name VARCHAR(128)",
         "ALTER TABLE leases ADD COLUMN allowed TEXT NOT NULL DEFAULT '[]'",
@@ -108,6 +111,8 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one 
         "CREATE INDEX leases_by_seq ON leases (seq)",
         "CREATE TABLE lease_clock (seq BIGINT NOT NULL)",
         "INSERT INTO lease_clock (seq) VALUES (0)"],
+    3: ["ALTER TABLE identities ADD COLUMN disabled TEXT",
+        "ALTER TABLE identities ADD COLUMN disabled_ends_leases BOOLEAN NOT NULL DEFAULT FALSE"],
 }
 
 
