@@ -238,7 +238,7 @@ def inventory_examples(text: str) -> list[tuple[str, str]]:
         else:
             assert not line.strip(), f"inventory EXAMPLES text before the first file's name: {line!r}"
     assert files, "the inventory plugin's EXAMPLES name no *.jumpstarter.yml file"
-    return [(name, body) for name, body in files]
+    return [tuple(pair) for pair in files]
 
 
 def test_inventory_examples_list_the_lab(lab):

@@ -58,9 +58,9 @@ def cmd_flash(args) -> int:
         columns = (TextColumn(f"{image.name} -> {path}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn())
         with Progress(*columns, console=Console(stderr=True)) as progress:
-            bar = progress.add_task("flash", total=image.stat().st_size)
+            task = progress.add_task("flash", total=image.stat().st_size)
             result = storage.flash(image, force=args.force,
-                                   progress=lambda sent, _total: progress.update(bar, completed=sent))
+                                   progress=lambda sent, _total: progress.update(task, completed=sent))
     record = {"name": path, "image": str(image), **{key: result.get(key) for key in (
         "changed", "bytes_received", "bytes_written", "compression", "sha256")}}
     print_records([record], args.output, lambda r: (
