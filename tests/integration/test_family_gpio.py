@@ -227,8 +227,8 @@ def test_clients_interfaces_and_drivers_agree_on_method_names():
     output, inputs = set(DigitalOutputInterface.methods()), set(DigitalInputInterface.methods())
     assert output == {"on", "off", "read_pin"}
     assert inputs == {"read_pin", "wait_for_active", "wait_for_inactive", "wait_for_edge"}
-    # read is upstream's client name for read_pin; cycle comes from the power client
-    assert client_methods(DigitalOutputClient, DriverClient) == output | {"read", "cycle"}
+    # read is upstream's client name for read_pin; cycle and state come from the power client
+    assert client_methods(DigitalOutputClient, DriverClient) == output | {"read", "cycle", "state"}
     assert client_methods(DigitalInputClient, DriverClient) == inputs | {"read"}
     for driver in (DigitalOutput, MockDigitalOutput):
         assert set(exported_methods(driver)) == output, driver.__name__

@@ -387,8 +387,8 @@ def public_methods(cls: type, base: type) -> set[str]:
 def test_client_interface_and_drivers_agree_on_method_names():
     interface = set(PowerInterface.methods())
     assert interface == {"on", "off", "read"}
-    # cycle is composite behaviour that lives client-side, as upstream's
-    assert public_methods(PowerClient, DriverClient) == interface | {"cycle"}
+    # cycle is composite behaviour that lives client-side, as upstream's; state reads status() or read()
+    assert public_methods(PowerClient, DriverClient) == interface | {"cycle", "state"}
     for driver in (MockPower, CommandPower, Ykush, HttpPower):
         assert interface <= set(exported_methods(driver)), driver.__name__
         assert driver.client() == "jumpstarter_driver_power.client.PowerClient"
