@@ -13,6 +13,7 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.exporter_client im
 class ActionModule(JumpstarterAction):
     MODULE = "jumpstarter.lab.call"
     _supports_check_mode = True  # methods the exporter says are read-only run; the others are skipped
+    _supports_async = True  # as a job on the Ansible controller (JumpstarterAction._start_job)
 
     def act(self, args: dict, task_vars: dict) -> dict:
         what = f"{args['driver']}.{args['method']}"

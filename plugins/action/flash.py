@@ -18,6 +18,7 @@ RESULT = ("bytes_received", "bytes_written", "sha256", "compression")  # what RE
 class ActionModule(JumpstarterAction):
     MODULE = "jumpstarter.lab.flash"
     _supports_check_mode = True
+    _supports_async = True  # as a job on the Ansible controller (JumpstarterAction._start_job)
 
     def act(self, args: dict, task_vars: dict) -> dict:
         src = self._find_needle("files", args["src"])

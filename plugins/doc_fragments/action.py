@@ -16,11 +16,6 @@ attributes:
     membership: [jumpstarter.lab.jumpstarter]
   async:
     support: none
-    details:
-      - The work runs on the Ansible controller, while Ansible polls an async job with C(async_status) on the
-        target host (the board, for hosts using the jumpstarter connection), where there is no job to find.
-      - Boards are worked on in parallel by Ansible's forks already, one task per host at a time; a long flash is
-        bounded by the exporter's own idle timeout, not by the task.
   bypass_host_loop:
     support: none
   diff_mode:

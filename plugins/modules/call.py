@@ -49,6 +49,13 @@ options:
     type: int
     default: 30
 attributes:
+  async:
+    support: partial
+    details:
+      - >-
+        As an async job the work runs on the Ansible controller, so the task's connection must be local
+        (C(delegate_to: localhost), or a play on localhost), because Ansible looks for the job with
+        M(ansible.builtin.async_status) through the host's connection; on a board's connection it fails saying so.
   check_mode:
     support: partial
     details:

@@ -117,6 +117,8 @@ def test_lease_in_check_mode_takes_nothing_and_bad_input_is_named(lab_inventory)
     playbook.write_text("""
 - hosts: sim2
   gather_facts: false
+  vars:
+    ansible_async_dir: "{{ playbook_dir }}/async"
   tasks:
     - jumpstarter.lab.lease: {}
     - jumpstarter.lab.lease: {exporter: sim9}
@@ -248,3 +250,77 @@ def test_a_lease_taken_on_localhost_with_a_client_config_serves_the_tasks_that_f
     assert on["changed"] and off["changed"] and "failed" not in on and "failed" not in off
     assert released["changed"] is True and released["lease"] == ""
     assert cli("lease", "list", "--client-config", str(lab.workdir / "alice.yaml")).stdout.strip() == ""
+
+
+def test_flash_and_call_run_as_async_jobs_where_async_status_can_find_them(lab_inventory):
+    """On localhost (or delegated there), async: polled by Ansible, or fire-and-forget then async_status;
+    on a board's own connection, refused with a message saying why."""
+    lab, inventory, ansible = lab_inventory
+    image = ansible.workdir / "async.img"
+    image.write_bytes(b"JUMPSTARTER_MARKER=async\n" + bytes(200_000))
+    config = lab.workdir / "alice.yaml"
+    localhost = ansible.workdir / "async.yml"
+    localhost.write_text(f"""
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+    ansible_async_dir: "{{{{ playbook_dir }}}}/async"
+  tasks:
+    - jumpstarter.lab.lease: {{selector: rack=b, client_config: {config}}}
+    - jumpstarter.lab.flash: {{src: {image}}}
+      async: 120
+      poll: 1
+    - jumpstarter.lab.call: {{driver: board.power, method: "on"}}
+      async: 60
+      poll: 0
+      register: started
+    - ansible.builtin.async_status: {{jid: "{{{{ started.ansible_job_id }}}}"}}
+      register: job
+      until: job.finished
+      retries: 60
+      delay: 1
+    - jumpstarter.lab.flash: {{src: {ansible.workdir / 'missing.img'}}}
+      async: 60
+      poll: 1
+      ignore_errors: true
+    - jumpstarter.lab.lease: {{state: absent}}
+""")
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", "localhost,", str(localhost))
+    assert played.returncode == 0, played.stdout[-3000:] + played.stderr[-3000:]
+    _leased, flashed, started, job, missing, _released = [
+        task["hosts"]["localhost"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
+    assert flashed["finished"] and flashed["changed"] and flashed["bytes_written"] == image.stat().st_size, flashed
+    assert started["started"] and not started["finished"], started
+    assert job["finished"] and job["changed"] and job["value"] is None, job
+    assert missing["failed"] and "missing.img" in missing["msg"], missing
+    assert (lab.workdir / "image.bin").read_bytes() == image.read_bytes()  # sim2's storage, both boards' image
+    assert list((ansible.workdir / "async").iterdir()), "the jobs' files are in the play's async_dir"
+
+    board = ansible.workdir / "board-async.yml"
+    board.write_text("""
+- hosts: sim2
+  gather_facts: false
+  vars:
+    ansible_async_dir: "{{ playbook_dir }}/async"
+  tasks:
+    - jumpstarter.lab.lease: {}
+    - jumpstarter.lab.call: {driver: board.power, method: "off"}
+      async: 60
+      poll: 1
+      ignore_errors: true
+    - jumpstarter.lab.call: {driver: board.power, method: "off"}
+      async: 60
+      poll: 1
+      delegate_to: localhost
+      vars:
+        ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    - jumpstarter.lab.lease: {state: absent}
+""")
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(board))
+    _leased, refused, delegated, _released = [
+        task["hosts"]["sim2"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
+    assert refused["failed"] and "needs the task's connection to be local (add delegate_to: localhost)" \
+        in refused["msg"], refused
+    assert delegated["finished"] and "failed" not in delegated, delegated
