@@ -62,7 +62,8 @@ class ActionModule(JumpstarterAction):
                                      "after": f"lease: (not taken in check mode)\nexporter: {exporter or '(any of ' + args['selector'] + ')'}\n"}
                 return would
             before = await self._holding(client, exporter) if self._task.diff else ""
-            status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter)
+            tags = {str(key): str(value) for key, value in args["tags"].items()}
+            status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter, tags)
             try:
                 status = await client.wait_ready(status.name, args["acquisition_timeout"])
             except BaseException:

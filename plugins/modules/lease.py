@@ -66,6 +66,13 @@ options:
   name:
     description: With O(state=absent), the lease to release. Defaults to the host's C(jumpstarter_lease).
     type: str
+  tags:
+    description:
+      - Tags of yours on a new lease (keys as labels are written, short text values), e.g. the CI job that took
+        it; C(jumpstarter-lab lease list --tag-filter ci-job=1234) finds it again. A lease the host keeps is not
+        retagged.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full

@@ -84,7 +84,7 @@ def test_a_playbook_leases_a_board_uses_it_and_gives_it_back(lab_inventory):
 - hosts: rack_a
   gather_facts: false
   tasks:
-    - jumpstarter.lab.lease: {ttl: 120}
+    - jumpstarter.lab.lease: {ttl: 120, tags: {ci-job: 77}}
     - jumpstarter.lab.lease: {ttl: 120}
     - jumpstarter.lab.call: {driver: board.power, method: "on"}
     - ansible.builtin.command: printenv SIM_MARKER
@@ -109,6 +109,9 @@ def test_a_playbook_leases_a_board_uses_it_and_gives_it_back(lab_inventory):
     assert again["changed"] is False
     listing = cli("lease", "list", "--client-config", str(lab.workdir / "alice.yaml"))
     assert listing.stdout.strip() == ""  # nothing held, nothing waiting
+    tagged = cli("lease", "list", "--all", "--tag-filter", "ci-job=77", "-o", "name", "--client-config",
+                 str(lab.workdir / "alice.yaml"))
+    assert tagged.stdout.split() == [taken["lease"]], tagged  # the module's tags are on the lease
 
 
 def test_lease_in_check_mode_takes_nothing_and_bad_input_is_named(lab_inventory):

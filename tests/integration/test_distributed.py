@@ -353,3 +353,31 @@ def test_an_exporter_out_of_service_is_granted_to_nobody_until_it_is_back(lab):
         "jumpstarter-lab: error: no exporter default/bench9 in the controller's database"), missing.stderr
     blank = cli("admin", "disable-exporter", "bench1", "--reason", " ", "--db", lab.db)
     assert blank.returncode == 1 and "say why the exporter is out of service" in blank.stderr
+
+
+def test_leases_carry_their_clients_tags_and_are_found_by_them(lab):
+    lab.client("alice")
+    for name in ("bench1", "bench2"):
+        lab.exporter(name, "board=mock")
+    config = str(lab.workdir / "alice.yaml")
+
+    def leases(*args: str) -> list[dict]:
+        result = cli("lease", *args, "-o", "json", "--client-config", config)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    (nightly,) = leases("create", "-l", "board=mock", "--tag", "ci-job=1234", "--tag", "team=kernel")
+    (manual,) = leases("create", "-l", "board=mock", "--tag", "team=kernel")
+    assert nightly["tags"] == {"ci-job": "1234", "team": "kernel"} and manual["state"] == "ready", (nightly, manual)
+    assert [lease["name"] for lease in leases("list", "--tag-filter", "ci-job=1234")] == [nightly["name"]]
+    kernel = {lease["name"] for lease in leases("list", "--tag-filter", "team=kernel")}
+    assert kernel == {nightly["name"], manual["name"]}
+    assert [lease["name"] for lease in leases("list", "--tag-filter", "team=kernel,!ci-job")] == [manual["name"]]
+    table = cli("lease", "list", "--client-config", config).stdout
+    assert "ci-job=1234,team=kernel" in table, table
+    bad = cli("lease", "create", "-l", "board=mock", "--tag", "bad key=x", "--client-config", config)
+    assert bad.returncode == 1 and "tag key 'bad key' is not valid" in bad.stderr, bad.stderr
+    malformed = cli("lease", "list", "--tag-filter", "a=b=c", "--client-config", config)
+    assert malformed.returncode == 1 and "invalid label selector term 'a=b=c'" in malformed.stderr, malformed.stderr
+    no_value = cli("lease", "create", "-l", "board=mock", "--tag", "team", "--client-config", config)
+    assert no_value.returncode == 1 and "tag 'team' should be KEY=VALUE" in no_value.stderr, no_value.stderr

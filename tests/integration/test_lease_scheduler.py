@@ -152,6 +152,7 @@ def test_a_version_1_database_is_migrated(db_url):
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN exporter_name")
         conn.exec_driver_sql("ALTER TABLE identities DROP COLUMN disabled")
         conn.exec_driver_sql("ALTER TABLE identities DROP COLUMN disabled_ends_leases")
+        conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN tags")
         conn.exec_driver_sql("UPDATE schema_version SET version = 1")
         conn.exec_driver_sql("INSERT INTO leases (name, namespace, client, selector, state, priority, requested_at, "
                              "duration, ttl, alive_until, epoch, reason) VALUES "

@@ -72,6 +72,7 @@ def test_lease_spec_is_its_documentation(modules):
         "ttl": {"type": "int"},
         "acquisition_timeout": {"type": "int", "aliases": ["timeout"]},
         "name": {"type": "str"},
+        "tags": {"type": "dict", "default": {}},
     }
 
 

@@ -29,12 +29,12 @@ def db_url(value: str | None) -> str:
     return value if "://" in value else f"sqlite:///{Path(value).resolve()}"
 
 
-def _labels(pairs: list[str] | None) -> dict[str, str]:
+def _labels(pairs: list[str] | None, what: str = "label") -> dict[str, str]:
     labels = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"label '{pair}' should be KEY=VALUE")
+            raise ConfigError(f"{what} '{pair}' should be KEY=VALUE")
         labels[key] = value
     return labels
 
@@ -203,7 +203,8 @@ def cmd_lease_create(args) -> int:
     async def work(client: ControllerClient):
         if not args.selector and not args.exporter:
             raise DriverInvalidArgument("lease create needs --selector or --exporter")
-        status = await client.create_lease(args.selector or "", args.duration, args.ttl, args.exporter)
+        status = await client.create_lease(args.selector or "", args.duration, args.ttl, args.exporter,
+                                           _labels(args.tag, "tag"))
         if args.acquisition_timeout:
             try:
                 status = await client.wait_ready(status.name, args.acquisition_timeout, _print_position)
@@ -221,13 +222,15 @@ def cmd_lease_create(args) -> int:
 
 def _lease_record(status) -> dict:
     return {"name": status.name, "state": "ready" if status.ready else "ended" if status.ended else "waiting",
-            "exporter": status.exporter, "message": status.message}
+            "exporter": status.exporter, "message": status.message, "tags": dict(sorted(status.tags.items()))}
 
 
 def cmd_lease_list(args) -> int:
-    records = [_lease_record(status) for status in asyncio.run(_with_client(args, lambda c: c.leases(not args.all)))]
-    print_records(records, args.output,
-                  lambda r: f"{r['name']}  {r['state']}  {r['exporter'] or '-'}  {r['message']}")
+    records = [_lease_record(status) for status in asyncio.run(_with_client(
+        args, lambda c: c.leases(not args.all, args.tag_filter or "")))]
+    print_records(records, args.output, lambda r: f"{r['name']}  {r['state']}  {r['exporter'] or '-'}  {r['message']}"
+                                                  + ("  " + ",".join(f"{k}={v}" for k, v in r["tags"].items())
+                                                     if r["tags"] else ""))
     return 0
 
 
@@ -318,11 +321,14 @@ def add_parsers(sub) -> None:
     create.add_argument("--selector", "-l", help="labels the exporter must have, e.g. board=rpi4")
     create.add_argument("--exporter", help="the exporter to lease, by name")
     add_lease_options(create)
+    create.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                        help="a tag of yours on the lease, to find it again with lease list --tag-filter (repeatable)")
     add_output_option(create)
     add_client_config_option(create)
     create.set_defaults(func=cmd_lease_create)
     listing = lease.add_parser("list")
     listing.add_argument("--all", action="store_true", help="ended leases too")
+    listing.add_argument("--tag-filter", metavar="SELECTOR", help="only leases whose tags match, e.g. ci-job=1234")
     add_output_option(listing)
     add_client_config_option(listing)
     listing.set_defaults(func=cmd_lease_list)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -23,6 +23,7 @@ class LeaseStatus:
     exporter: str | None
     message: str
     ends: float | None = None  # when a granted lease ends at the latest (seconds since the epoch)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def _status(lease: client_pb2.Lease) -> LeaseStatus:
@@ -33,7 +34,8 @@ def _status(lease: client_pb2.Lease) -> LeaseStatus:
                        ended=bool(ended and ended.status == "True"),
                        exporter=names.short(lease.exporter) if lease.HasField("exporter") else None,
                        message=(ready.message if ready else ""),
-                       ends=lease.end_time.ToSeconds() if lease.HasField("end_time") else None)
+                       ends=lease.end_time.ToSeconds() if lease.HasField("end_time") else None,
+                       tags=dict(lease.tags))
 
 
 class ControllerClient:
@@ -73,9 +75,11 @@ class ControllerClient:
         return list(response.exporters)
 
     async def create_lease(self, selector: str, duration: float = defaults.LEASE_DURATION,
-                           ttl: float = defaults.LEASE_TTL, exporter: str | None = None) -> LeaseStatus:
-        """Ask for a lease on an exporter matching `selector` (and named `exporter`, when given)."""
-        lease = client_pb2.Lease(selector=selector)
+                           ttl: float = defaults.LEASE_TTL, exporter: str | None = None,
+                           tags: dict[str, str] | None = None) -> LeaseStatus:
+        """Ask for a lease on an exporter matching `selector` (and named `exporter`, when given), with the
+        client's own `tags` on it."""
+        lease = client_pb2.Lease(selector=selector, tags=tags or {})
         if exporter:
             lease.exporter_name = exporter
         lease.duration.FromSeconds(int(duration))
@@ -93,9 +97,11 @@ class ControllerClient:
         return _status(await self._call(f"lease {name}", self.clients.GetLease,
                                         client_pb2.GetLeaseRequest(name=self._lease(name))))
 
-    async def leases(self, active_only: bool = True) -> list[LeaseStatus]:
+    async def leases(self, active_only: bool = True, tag_filter: str = "") -> list[LeaseStatus]:
+        """This client's leases (those whose tags match `tag_filter`, a label selector, when given)."""
         response = await self._call("list leases", self.clients.ListLeases,
-                                    client_pb2.ListLeasesRequest(parent=self.parent, only_active=active_only))
+                                    client_pb2.ListLeasesRequest(parent=self.parent, only_active=active_only,
+                                                                 tag_filter=tag_filter))
         return [_status(lease) for lease in response.leases]
 
     async def keepalive(self, name: str) -> LeaseStatus:

@@ -65,7 +65,7 @@ class ClientServicer:
             names.check(request.lease_id, "lease_id")
         exporter = names.short(lease.exporter_name) if lease.HasField("exporter_name") else None
         record = await self.leases.create(identity, lease.selector, duration, ttl, 0, request.lease_id or None,
-                                          exporter or None)
+                                          exporter or None, dict(lease.tags))
         return lease_message(record)
 
     @rpc("client")
@@ -75,8 +75,10 @@ class ClientServicer:
     @rpc("client")
     async def ListLeases(self, identity, request, context):
         active = request.only_active if request.HasField("only_active") else True
+        selectors.parse(request.tag_filter)  # a malformed filter is refused, not taken to match nothing
         return client_pb2.ListLeasesResponse(leases=[lease_message(lease)
-                                                     for lease in await self.leases.list(identity, active)])
+                                                     for lease in await self.leases.list(identity, active)
+                                                     if selectors.matches(request.tag_filter, dict(lease.tags))])
 
     @rpc("client")
     async def UpdateLease(self, identity, request, context):

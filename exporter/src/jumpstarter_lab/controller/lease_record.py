@@ -51,6 +51,7 @@ class LeaseRecord:
     priority: int = 0
     exporter_name: str | None = None  # the one exporter asked for by name, if any
     allowed: tuple[str, ...] = ()  # exporter selectors the client may lease; empty: any
+    tags: tuple[tuple[str, str], ...] = ()  # the client's (key, value) tags, sorted: what `tag_filter` selects on
     position: int | None = None  # 1-based place in the queue, for queued leases (shown, never stored)
 
     @property

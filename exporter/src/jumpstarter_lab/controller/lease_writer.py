@@ -37,7 +37,7 @@ SYNC_INTERVAL = 0.2  # how often an idle replica reads what the others changed
 
 _COLUMNS = [f.name for f in dataclasses.fields(LeaseRecord) if f.name != "position"]
 _STORED = [*_COLUMNS, "seq"]
-_STATE, _ALLOWED = _COLUMNS.index("state"), _COLUMNS.index("allowed")
+_STATE, _ALLOWED, _TAGS = _COLUMNS.index("state"), _COLUMNS.index("allowed"), _COLUMNS.index("tags")
 ACTIVE_STATES = sorted(state.value for state in ACTIVE)  # as stored
 
 
@@ -45,6 +45,7 @@ def record_from_row(row) -> LeaseRecord:
     values = {name: getattr(row, name) for name in _COLUMNS}
     values["state"] = LeaseState(row.state)
     values["allowed"] = tuple(json.loads(row.allowed or "[]"))
+    values["tags"] = tuple(sorted(json.loads(row.tags or "{}").items()))
     return LeaseRecord(**values)
 
 
@@ -63,6 +64,7 @@ def _stored_values(lease: LeaseRecord, seq: int) -> tuple:
     values = [getattr(lease, name) for name in _COLUMNS]
     values[_STATE] = lease.state.value
     values[_ALLOWED] = json.dumps(list(lease.allowed))
+    values[_TAGS] = json.dumps(dict(lease.tags))
     return (*values, seq)
 
 

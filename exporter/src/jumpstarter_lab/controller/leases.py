@@ -9,6 +9,7 @@ leases that have ended.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Callable
 
@@ -104,10 +105,12 @@ class Leases:
     # --- changes ------------------------------------------------------------------------------
 
     async def create(self, identity: Identity, selector: str, duration: float, ttl: float = SILENT_CLIENT_TTL,
-                     priority: int = 0, name: str | None = None, exporter_name: str | None = None) -> LeaseRecord:
+                     priority: int = 0, name: str | None = None, exporter_name: str | None = None,
+                     tags: dict[str, str] | None = None) -> LeaseRecord:
         """Queue a lease for an exporter matching `selector` (and named `exporter_name`, when given)
-        and grant it at once when one is free."""
+        and grant it at once when one is free. `tags` are the client's own, for finding its leases again."""
         selectors.parse(selector)  # reject a malformed selector before it queues
+        tags = check_tags(tags or {})
         if duration <= 0:
             raise DriverInvalidArgument("lease duration must be positive")
         if not 0 < ttl <= defaults.MAX_LEASE_TTL:
@@ -125,7 +128,7 @@ class Leases:
                                 exporter=None, state=LeaseState.QUEUED, requested_at=batch.t, granted_at=None,
                                 ended_at=None, duration=duration, ttl=ttl, alive_until=batch.t + ttl, epoch=0,
                                 reason="", priority=priority, exporter_name=exporter_name,
-                                allowed=identity.allowed_exporters)
+                                allowed=identity.allowed_exporters, tags=tuple(sorted(tags.items())))
             _refuse_forbidden(lease, batch)
             batch.put(lease, new=True)
             return lease
@@ -166,3 +169,22 @@ class Leases:
         """Expire what lapsed and grant what can be granted, with the exporters read afresh: all of
         them, or the one (namespace, name) whose state just changed."""
         await self.writer.submit(Batch.expire, {exporter} if exporter else True)
+
+
+MAX_TAGS, MAX_TAG_VALUE = 32, 256
+_TAG_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?")
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    """A lease's tags, if they are a few keys as labels are written (`team`, `ci.example.com/job`) with short
+    text values; else DriverInvalidArgument naming the first that is not."""
+    if len(tags) > MAX_TAGS:
+        raise DriverInvalidArgument(f"a lease has at most {MAX_TAGS} tags, not {len(tags)}")
+    for key, value in tags.items():
+        if not _TAG_KEY.fullmatch(key):
+            raise DriverInvalidArgument(f"tag key {key[:60]!r} is not valid: letters, digits, '.', '_', '-' and '/', "
+                                        "starting and ending with a letter or digit, at most 63 characters")
+        if len(value) > MAX_TAG_VALUE or any(c in value for c in ",\n"):
+            raise DriverInvalidArgument(f"tag {key}: its value must be at most {MAX_TAG_VALUE} characters "
+                                        "without commas or newlines")
+    return dict(tags)

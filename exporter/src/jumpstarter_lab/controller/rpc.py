@@ -93,7 +93,7 @@ CONDITION_REASON = {LeaseState.QUEUED: "Pending", LeaseState.GRANTED: "Ready",
 
 def lease_message(record: LeaseRecord) -> client_pb2.Lease:
     lease = client_pb2.Lease(name=names.lease(record.namespace, record.name), selector=record.selector,
-                             client=names.client(record.namespace, record.client))
+                             client=names.client(record.namespace, record.client), tags=dict(record.tags))
     lease.duration.FromSeconds(int(record.duration))
     held = (record.ended_at or now()) - record.granted_at if record.granted_at else 0
     lease.effective_duration.FromSeconds(int(held))

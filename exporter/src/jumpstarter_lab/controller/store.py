@@ -83,6 +83,7 @@ leases = sa.Table(
     sa.Column("allowed", sa.Text, nullable=False, server_default="[]"),
     # The lease clock value of the transaction that last wrote the row: replicas read what changed.
     sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),  # the client's tags (JSON object)
     sa.Index("one_grant_per_exporter", "namespace", "exporter", unique=True,
              sqlite_where=sa.text("state = 'granted'"), postgresql_where=sa.text("state = 'granted'")),
     sa.Index("leases_by_state", "state", "priority", "requested_at"),
@@ -112,7 +113,8 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one 
         "CREATE TABLE lease_clock (seq BIGINT NOT NULL)",
         "INSERT INTO lease_clock (seq) VALUES (0)"],
     3: ["ALTER TABLE identities ADD COLUMN disabled TEXT",
-        "ALTER TABLE identities ADD COLUMN disabled_ends_leases BOOLEAN NOT NULL DEFAULT FALSE"],
+        "ALTER TABLE identities ADD COLUMN disabled_ends_leases BOOLEAN NOT NULL DEFAULT FALSE",
+        "ALTER TABLE leases ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'"],
 }
 
 
