@@ -21,7 +21,8 @@ class ActionModule(JumpstarterAction):
             raise AnsibleActionFail(f"{what}: count must be at least 1, not {args['count']}")
         if (unreachable := self.unreachable_in_check_mode(task_vars)) is not None:
             return unreachable
-        with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
+        with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"]),
+                           args["client_config"]) as root:
             driver = driver_at(root, args["driver"])
             read_only = args["method"] in driver.read_only_methods
             if self._task.check_mode and not read_only:

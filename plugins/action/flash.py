@@ -26,7 +26,8 @@ class ActionModule(JumpstarterAction):
             raise AnsibleActionFail(f"flash: {src} is not a file")
         if (unreachable := self.unreachable_in_check_mode(task_vars)) is not None:
             return unreachable
-        with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"])) as root:
+        with task_exporter(self._play_context, task_vars, self._templar, float(args["timeout"]),
+                           args["client_config"]) as root:
             from jumpstarter_lab.wire import labels  # task_exporter made sure the library is there
             from jumpstarter_lab_driver_storage.client import file_sha256
 

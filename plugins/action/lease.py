@@ -27,7 +27,7 @@ class ActionModule(JumpstarterAction):
             if args[option] is None:
                 args[option] = default
         host = task_options(self._play_context, task_vars, self._templar)  # the host's exporter options
-        config = args["client_config"] or host("jumpstarter_client_config")
+        config = self.client_config(args, task_vars)
         held = host("jumpstarter_lease") or ""
         if args["state"] == "absent":
             return self._release(config, args["name"] or held)

@@ -38,5 +38,6 @@ notes:
     C(jumpstarter_exporter) (set by the P(jumpstarter.lab.jumpstarter#inventory) inventory plugin) names the
     exporter M(jumpstarter.lab.lease) leases.
   - The group C(jumpstarter.lab.jumpstarter) holds every module of the collection, so
-    C(module_defaults) with C(group/jumpstarter.lab.jumpstarter) sets an option they share (O(timeout)) once.
+    C(module_defaults) with C(group/jumpstarter.lab.jumpstarter) sets an option they all share (O(timeout),
+    O(client_config)) once.
 """

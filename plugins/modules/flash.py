@@ -38,6 +38,12 @@ options:
     description: Write the image even when the storage holds it already.
     type: bool
     default: false
+  client_config:
+    description:
+      - Client config file of the controller, to reach the host's lease (C(jumpstarter_lease)) through. Defaults
+        to the host's C(jumpstarter_client_config), else the environment's C(JMP_CLIENT_CONFIG); set for the whole
+        collection with C(module_defaults) of the C(group/jumpstarter.lab.jumpstarter) group.
+    type: path
   timeout:
     description: Seconds to wait for the exporter to answer when connecting.
     type: int

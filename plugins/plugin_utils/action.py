@@ -77,6 +77,12 @@ class JumpstarterAction(ActionBase):
             outcome = {"failed": True, "msg": f"{type(e).__name__}: {e}"}
         return {**outcome, "ansible_job_id": jid}
 
+    def client_config(self, args: dict, task_vars: dict) -> str | None:
+        """The client config to reach the controller with: the task's client_config, else the host's
+        jumpstarter_client_config (or JMP_CLIENT_CONFIG), as the connection plugin resolves it."""
+        return args["client_config"] or task_options(self._play_context, task_vars, self._templar)(
+            "jumpstarter_client_config")
+
     def unreachable_in_check_mode(self, task_vars: dict) -> dict | None:
         """In check mode, the result of a task whose host has no exporter to reach because its lease task ran in
         check mode too (and so took no lease); None when there is one to check against, or outside check mode."""

@@ -48,11 +48,16 @@ def task_options(play_context, task_vars: dict, templar):
 
 
 @contextlib.contextmanager
-def task_exporter(play_context, task_vars: dict, templar, timeout: float):
-    """exporter() for an action plugin, with the options task_options() resolves; failures to reach the
-    exporter or find a driver in it fail the task (AnsibleActionFail)."""
+def task_exporter(play_context, task_vars: dict, templar, timeout: float, client_config: str | None = None):
+    """exporter() for an action plugin, with the options task_options() resolves (and the task's client_config
+    over the host's); failures to reach the exporter or find a driver in it fail the task (AnsibleActionFail)."""
+    host = task_options(play_context, task_vars, templar)
+
+    def get_option(name: str):
+        return client_config if name == "jumpstarter_client_config" and client_config else host(name)
+
     try:
-        with exporter(task_options(play_context, task_vars, templar), timeout) as root:
+        with exporter(get_option, timeout) as root:
             yield root
     except AnsibleConnectionFailure as e:
         raise AnsibleActionFail(str(e)) from None

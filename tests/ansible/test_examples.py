@@ -16,9 +16,9 @@ import yaml
 from ansible.parsing.plugin_docs import read_docstring
 
 from conftest import Lab, start_exporter
-from helpers import BIN, ROOT, ControllerLab
+from helpers import BIN, ROOT, ControllerLab, cli
 
-MODULES = ("call", "flash", "lease")
+MODULES = ("call", "flash", "lease", "exporter_info", "lease_info")
 PASSWORD = "s3cret"
 CONSOLE_VARS = {"jumpstarter_console": "'board.console'", "ansible_password": f"'{PASSWORD}'",
                 "ansible_python_interpreter": "'/usr/bin/python3'"}
@@ -187,10 +187,14 @@ def modules() -> dict:
     return {module: docs(ROOT / "plugins" / "modules" / f"{module}.py") for module in MODULES}
 
 
-# the call and flash examples reach the board on the desk (no lease needed); the lease examples the controller's
-@pytest.mark.parametrize("module", ["call", "flash", "lease"])
+# the call and flash examples reach the board on the desk (no lease needed); the others the controller's
+@pytest.mark.parametrize("module", MODULES)
 def test_module_examples_run_as_shown_and_return_what_return_documents(module, lab, modules):
-    inventory = lab.lab_inventory if module == "lease" else lab.bench_inventory
+    inventory = lab.bench_inventory if module in ("call", "flash") else lab.lab_inventory
+    if module == "lease_info":  # what its example gives back: a lease a CI job left
+        left = cli("lease", "create", "-l", "board=rpi4", "--tag", "ci-job=1234", "--client-config",
+                   str(lab.home / ".config" / "jumpstarter" / "clients" / "alice.yaml"))
+        assert left.returncode == 0, left.stderr
     output, plays = run_examples(lab, module, inventory, modules[module]["plainexamples"])
     seen = assert_ran_and_returned(module, output, plays, modules)
     assert module in seen, f"the {module} EXAMPLES ran no {module} task that returned"
@@ -198,6 +202,10 @@ def test_module_examples_run_as_shown_and_return_what_return_documents(module, l
         print(f"{module} EXAMPLES, {other}: {json.dumps(results, default=str)}")
     problems = sample_problems(module, modules[module]["returndocs"], seen[module])
     assert not problems, "\n".join(problems)
+    if module == "lease_info":
+        (found,) = seen["lease_info"][0]["leases"]
+        assert found["tags"] == {"ci-job": "1234"} and found["state"] == "ready", found
+        assert [item["changed"] for item in seen["lease"]] == [True], seen["lease"]  # the loop released it
 
 
 def sample_problems(module: str, returndocs: dict, results: list[dict]) -> list[str]:

@@ -327,3 +327,43 @@ def test_flash_and_call_run_as_async_jobs_where_async_status_can_find_them(lab_i
     assert refused["failed"] and "needs the task's connection to be local (add delegate_to: localhost)" \
         in refused["msg"], refused
     assert delegated["finished"] and "failed" not in delegated, delegated
+
+
+def test_info_modules_report_exporters_and_leases_in_check_mode_too(lab_inventory):
+    lab, _inventory, ansible = lab_inventory
+    config = lab.workdir / "alice.yaml"
+    assert cli("admin", "disable-exporter", "sim1", "--reason", "bench move", "--db", lab.db).returncode == 0
+    playbook = ansible.workdir / "info.yml"
+    playbook.write_text(f"""
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  module_defaults:
+    group/jumpstarter.lab.jumpstarter: {{client_config: {config}}}
+  tasks:
+    - jumpstarter.lab.exporter_info: {{}}
+      check_mode: true
+    - jumpstarter.lab.exporter_info: {{selector: rack=b}}
+    - jumpstarter.lab.exporter_info: {{name: sim9}}
+      ignore_errors: true
+    - jumpstarter.lab.lease: {{selector: rack=b, tags: {{purpose: info-test}}}}
+    - jumpstarter.lab.call: {{driver: board.power, method: read, count: 1}}  # the group's client_config too
+    - jumpstarter.lab.lease_info: {{}}
+      check_mode: true
+    - jumpstarter.lab.lease_info: {{name: "{{{{ jumpstarter_lease }}}}"}}
+    - jumpstarter.lab.lease: {{state: absent}}
+    - jumpstarter.lab.lease_info: {{all: true, tag_filter: purpose=info-test}}
+""")
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook))
+    assert played.returncode == 0, played.stdout[-3000:] + played.stderr[-3000:]
+    every, rack_b, missing, _lease, read, held, named, _released, ended = [
+        task["hosts"]["localhost"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
+    assert {e["name"]: e["enabled"] for e in every["exporters"]} == {"sim1": False, "sim2": True}, every
+    assert every["changed"] is False and every["exporters"][0]["message"] == "out of service: bench move"
+    assert [e["name"] for e in rack_b["exporters"]] == ["sim2"] and rack_b["exporters"][0]["status"] == "available"
+    assert missing["failed"] and "no exporter sim9" in missing["msg"], missing
+    assert read["value"] == [{"voltage": 0.0, "current": 0.0}], read
+    (lease,) = held["leases"]
+    assert (lease["state"], lease["exporter"], lease["tags"]) == ("ready", "sim2", {"purpose": "info-test"}), lease
+    assert named["leases"] == [lease | {"message": named["leases"][0]["message"]}], named
+    assert [(e["name"], e["state"]) for e in ended["leases"]] == [(lease["name"], "ended")], ended

@@ -24,7 +24,7 @@ init_plugin_loader([sys.argv[1]])
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 out = {}
-for name in ("call", "flash", "lease"):
+for name in ("call", "flash", "lease", "exporter_info", "lease_info"):
     fqcn = "jumpstarter.lab." + name
     doc = get_docstring(module_loader.find_plugin(fqcn), fragment_loader, is_module=True)[0]
     out[name] = {"spec": argument_spec(fqcn), "options": doc["options"]}
@@ -49,6 +49,7 @@ def test_call_spec_is_its_documentation(modules):
         "method": {"type": "str", "required": True},
         "args": {"type": "list", "elements": "raw", "default": []},
         "count": {"type": "int", "default": 100},
+        "client_config": {"type": "path"},
         "timeout": {"type": "int", "default": 30},
     }
 
@@ -58,6 +59,7 @@ def test_flash_spec_is_its_documentation(modules):
         "src": {"type": "path", "required": True},
         "storage": {"type": "str"},
         "force": {"type": "bool", "default": False},
+        "client_config": {"type": "path"},
         "timeout": {"type": "int", "default": 30},
     }
 
@@ -73,6 +75,22 @@ def test_lease_spec_is_its_documentation(modules):
         "acquisition_timeout": {"type": "int", "aliases": ["timeout"]},
         "name": {"type": "str"},
         "tags": {"type": "dict", "default": {}},
+    }
+
+
+def test_info_specs_are_their_documentation(modules):
+    assert modules["exporter_info"]["spec"] == {
+        "selector": {"type": "str", "default": ""},
+        "name": {"type": "str"},
+        "client_config": {"type": "path"},
+        "timeout": {"type": "int", "default": 30},
+    }
+    assert modules["lease_info"]["spec"] == {
+        "name": {"type": "str"},
+        "all": {"type": "bool", "default": False},
+        "tag_filter": {"type": "str", "default": ""},
+        "client_config": {"type": "path"},
+        "timeout": {"type": "int", "default": 30},
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ..client import ClientConfig, ControllerClient, load_client_config
+from ..client import ClientConfig, ControllerClient, exporter_record, lease_record, load_client_config
 from ..exporter import parse_address
 from ..wire import defaults, names
 from ..wire.channels import inline_ca
@@ -182,9 +182,7 @@ async def _with_client(args, work):
 
 def cmd_exporters_list(args) -> int:
     exporters = asyncio.run(_with_client(args, lambda c: c.exporters(args.selector or "")))
-    records = [{"name": names.short(e.name), "online": e.online, "status": names.status_name(e.status),
-                "enabled": e.enabled, "message": e.status_message, "labels": dict(sorted(e.labels.items()))}
-               for e in exporters]
+    records = [exporter_record(e) for e in exporters]
 
     def table(record: dict) -> str:
         labels = ",".join(f"{k}={v}" for k, v in record["labels"].items())
@@ -214,19 +212,14 @@ def cmd_lease_create(args) -> int:
         return status
 
     status = asyncio.run(_with_client(args, work))
-    print_records([_lease_record(status)], args.output, lambda record: record["name"])
+    print_records([lease_record(status)], args.output, lambda record: record["name"])
     if status.ready:
         print(f"granted: exporter {status.exporter}", file=sys.stderr)
     return 0
 
 
-def _lease_record(status) -> dict:
-    return {"name": status.name, "state": "ready" if status.ready else "ended" if status.ended else "waiting",
-            "exporter": status.exporter, "message": status.message, "tags": dict(sorted(status.tags.items()))}
-
-
 def cmd_lease_list(args) -> int:
-    records = [_lease_record(status) for status in asyncio.run(_with_client(
+    records = [lease_record(status) for status in asyncio.run(_with_client(
         args, lambda c: c.leases(not args.all, args.tag_filter or "")))]
     print_records(records, args.output, lambda r: f"{r['name']}  {r['state']}  {r['exporter'] or '-'}  {r['message']}"
                                                   + ("  " + ",".join(f"{k}={v}" for k, v in r["tags"].items())

@@ -38,6 +38,20 @@ def _status(lease: client_pb2.Lease) -> LeaseStatus:
                        tags=dict(lease.tags))
 
 
+def exporter_record(exporter: client_pb2.Exporter) -> dict:
+    """An exporter as listings show it (the CLI's -o json|yaml, the exporter_info module)."""
+    return {"name": names.short(exporter.name), "online": exporter.online, "status": names.status_name(exporter.status),
+            "enabled": exporter.enabled, "message": exporter.status_message,
+            "labels": dict(sorted(exporter.labels.items()))}
+
+
+def lease_record(status: LeaseStatus) -> dict:
+    """A lease as listings show it (the CLI's -o json|yaml, the lease_info module)."""
+    return {"name": status.name, "state": "ready" if status.ready else "ended" if status.ended else "waiting",
+            "exporter": status.exporter, "message": status.message, "tags": dict(sorted(status.tags.items())),
+            "ends": status.ends}
+
+
 class ControllerClient:
     """One client's view of the controller: exporters, leases, dialing."""
 
