@@ -381,3 +381,35 @@ def test_leases_carry_their_clients_tags_and_are_found_by_them(lab):
     assert malformed.returncode == 1 and "invalid label selector term 'a=b=c'" in malformed.stderr, malformed.stderr
     no_value = cli("lease", "create", "-l", "board=mock", "--tag", "team", "--client-config", config)
     assert no_value.returncode == 1 and "tag 'team' should be KEY=VALUE" in no_value.stderr, no_value.stderr
+
+
+def test_a_lease_is_extended_shortened_and_handed_to_another_client(lab):
+    lab.client("alice")
+    lab.client("bob")
+    lab.client("carol", "--allow-exporters", "board=other")
+    lab.exporter("bench1", "board=mock")
+    alice, bob = str(lab.workdir / "alice.yaml"), str(lab.workdir / "bob.yaml")
+
+    def lease(config: str, *args: str) -> subprocess.CompletedProcess:
+        return cli("lease", *args, "--client-config", config)
+
+    created = lease(alice, "create", "-l", "board=mock", "--duration", "10m", "-o", "json")
+    (record,) = json.loads(created.stdout)
+    name = record["name"]
+    (longer,) = json.loads(lease(alice, "update", name, "--duration", "2h", "-o", "json").stdout)
+    (shorter,) = json.loads(lease(alice, "update", name, "--duration", "5m", "-o", "json").stdout)
+    assert round(longer["ends"] - record["ends"]) == 7200 - 600 and round(record["ends"] - shorter["ends"]) == 300
+    past = lease(alice, "update", name, "--duration", "0.5")
+    assert past.returncode == 1 and "would end it in the past (release it instead)" in past.stderr, past.stderr
+    nothing = lease(alice, "update", name)
+    assert nothing.returncode == 1 and "say what to change in the lease" in nothing.stderr, nothing.stderr
+    stranger = lease(alice, "update", name, "--to-client", "dave")
+    assert stranger.returncode == 1 and "no client dave in namespace default" in stranger.stderr, stranger.stderr
+    forbidden = lease(alice, "update", name, "--to-client", "carol")
+    assert forbidden.returncode == 1 and "client carol may not take lease" in forbidden.stderr, forbidden.stderr
+    assert lease(alice, "update", name, "--to-client", "bob").returncode == 0
+    assert lease(alice, "list", "-o", "name").stdout == ""  # alice holds nothing now
+    assert lease(bob, "list", "-o", "name").stdout == name + "\n"
+    taken_back = lease(alice, "update", name, "--duration", "1h")
+    assert taken_back.returncode == 1 and "belongs to another client" in taken_back.stderr, taken_back.stderr
+    assert lease(bob, "release", name).returncode == 0

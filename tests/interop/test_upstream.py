@@ -180,6 +180,8 @@ def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_pat
         # Before the exporter answered GetStatus after EndSession, jmp shell waited 300 s for it here.
         shell = jmp("shell", "--lease", lease, "--", "sh", "-c", "j power on && j power off && echo done", timeout=120)
         assert "done" in shell
+        extended = yaml.safe_load(jmp("update", "lease", lease, "--duration", "1h", "-o", "yaml"))
+        assert extended["duration"] == 3600.0 and extended["client"] == "alice", extended
         jmp("delete", "lease", lease)
         assert lease not in jmp("get", "leases")
     finally:

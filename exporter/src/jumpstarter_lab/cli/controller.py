@@ -19,7 +19,14 @@ from ..wire import defaults, names
 from ..wire.channels import inline_ca
 from ..wire.documents import API_VERSION
 from ..wire.errors import ConfigError, DriverInvalidArgument
-from .common import add_client_config_option, add_lease_options, add_output_option, print_records, with_signals
+from .common import (
+    add_client_config_option,
+    add_lease_options,
+    add_output_option,
+    parse_duration,
+    print_records,
+    with_signals,
+)
 
 DB_ENV = "JUMPSTARTER_LAB_DB"
 
@@ -227,6 +234,12 @@ def cmd_lease_list(args) -> int:
     return 0
 
 
+def cmd_lease_update(args) -> int:
+    status = asyncio.run(_with_client(args, lambda c: c.update_lease(args.name, args.duration, args.to_client)))
+    print_records([lease_record(status)], args.output, lambda r: f"{r['name']}  {r['state']}  {r['exporter'] or '-'}")
+    return 0
+
+
 def cmd_lease_release(args) -> int:
     asyncio.run(_with_client(args, lambda c: c.release(args.name)))
     return 0
@@ -325,6 +338,15 @@ def add_parsers(sub) -> None:
     add_output_option(listing)
     add_client_config_option(listing)
     listing.set_defaults(func=cmd_lease_list)
+    update = lease.add_parser("update", help="extend or shorten a lease, or hand it to another client (upstream's "
+                                             "jmp update lease)")
+    update.add_argument("name")
+    update.add_argument("--duration", type=parse_duration, metavar="DURATION",
+                        help="its new duration, counted from when it was granted (e.g. 2h)")
+    update.add_argument("--to-client", metavar="CLIENT", help="hand it to this client of the namespace")
+    add_output_option(update)
+    add_client_config_option(update)
+    update.set_defaults(func=cmd_lease_update)
     release = lease.add_parser("release")
     release.add_argument("name")
     add_client_config_option(release)

@@ -10,7 +10,7 @@ import grpc
 from ..wire import defaults, names
 from ..wire import metadata as wire_metadata
 from ..wire.channels import channel_for
-from ..wire.errors import DriverError, DriverTimeout, ExporterNotReady, exception_for_rpc_error
+from ..wire.errors import DriverError, DriverInvalidArgument, DriverTimeout, ExporterNotReady, exception_for_rpc_error
 from ..wire.protocol import client_pb2, client_pb2_grpc, jumpstarter_pb2, jumpstarter_pb2_grpc
 from .config import ClientConfig
 
@@ -122,6 +122,23 @@ class ControllerClient:
         lease = client_pb2.Lease(name=self._lease(name))
         return _status(await self._call(f"renew lease {name}", self.clients.UpdateLease,
                                         client_pb2.UpdateLeaseRequest(lease=lease)))
+
+    async def update_lease(self, name: str, duration: float | None = None, client: str | None = None) -> LeaseStatus:
+        """Extend or shorten a lease (its `duration`, counted from the grant) and/or hand it to another `client`
+        of the namespace, with upstream's update_mask."""
+        lease = client_pb2.Lease(name=self._lease(name))
+        paths = []
+        if duration is not None:
+            lease.duration.FromNanoseconds(round(duration * 1e9))
+            paths.append("duration")
+        if client is not None:
+            lease.client = names.client(self.config.namespace, client)
+            paths.append("client")
+        if not paths:
+            raise DriverInvalidArgument("say what to change in the lease: its duration or its client")
+        request = client_pb2.UpdateLeaseRequest(lease=lease)
+        request.update_mask.paths.extend(paths)
+        return _status(await self._call(f"update lease {name}", self.clients.UpdateLease, request))
 
     async def release(self, name: str) -> None:
         await self._call(f"release lease {name}", self.clients.DeleteLease,

@@ -136,6 +136,15 @@ class Authority:
                 identities.c.kind == kind, identities.c.namespace == namespace, identities.c.name == name)).first()
         return row is not None and not row.revoked
 
+    def identity(self, kind: str, namespace: str, name: str) -> Identity | None:
+        """The identity as the database holds it (labels, capabilities), None when unknown or revoked."""
+        with self.store.transaction(read_only=True) as conn:
+            row = conn.execute(sa.select(identities).where(
+                identities.c.kind == kind, identities.c.namespace == namespace, identities.c.name == name)).first()
+        if row is None or row.revoked:
+            return None
+        return Identity(kind, row.namespace, row.name, loads(row.labels), loads(row.capabilities))
+
     def token(self, kind: str, namespace: str, name: str, generation: int, ttl_days: float = 365) -> str:
         issued = int(now())
         return self._sign({"iss": ISSUER, "aud": audience(kind), "sub": f"{kind}:{namespace}/{name}",

@@ -82,8 +82,24 @@ class ClientServicer:
 
     @rpc("client")
     async def UpdateLease(self, identity, request, context):
-        """Renews the lease (keepalive); the lease's selector and duration do not change."""
-        return lease_message(await self.leases.keepalive(identity, names.short(request.lease.name)))
+        """Renews the lease (keepalive); with upstream's update_mask, also sets its `duration` (extend or
+        shorten, counted from the grant) or hands it to another `client` of the namespace."""
+        name, lease = names.short(request.lease.name), request.lease
+        paths = set(request.update_mask.paths)
+        if not paths:
+            return lease_message(await self.leases.keepalive(identity, name))
+        unknown = paths - {"duration", "client"}
+        if unknown:
+            raise DriverInvalidArgument(f"a lease's {', '.join(sorted(unknown))} cannot be changed (duration and "
+                                        "client can)")
+        duration = lease.duration.ToTimedelta().total_seconds() if "duration" in paths else None
+        new_owner = None
+        if "client" in paths:
+            wanted = names.short(lease.client)
+            new_owner = await asyncio.to_thread(self.authority.identity, "client", identity.namespace, wanted)
+            if new_owner is None:
+                raise MethodNotFound(f"no client {wanted} in namespace {identity.namespace} to hand lease {name} to")
+        return lease_message(await self.leases.update(identity, name, duration, new_owner))
 
     @rpc("client")
     async def DeleteLease(self, identity, request, context):

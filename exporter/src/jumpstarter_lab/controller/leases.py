@@ -9,6 +9,7 @@ leases that have ended.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable
@@ -143,6 +144,41 @@ class Leases:
             if not lease.active:
                 raise DriverInvalidArgument(f"lease {name} has ended ({lease.state}: {lease.reason})")
             lease = lease.renewed(batch.t)
+            batch.put(lease)
+            return lease
+
+        return await self.writer.submit(op)
+
+    async def update(self, identity: Identity, name: str, duration: float | None = None,
+                     new_owner: Identity | None = None) -> LeaseRecord:
+        """Extend or shorten an active lease (`duration`, counted from its grant) and/or hand it to another client
+        of the namespace (`new_owner`, whose capabilities then apply); renews it too."""
+        if duration is not None and duration <= 0:
+            raise DriverInvalidArgument("lease duration must be positive")
+
+        def op(batch: Batch) -> LeaseRecord:
+            lease = _owned(batch.find(name), identity, name)
+            if not lease.active:
+                raise DriverInvalidArgument(f"lease {name} has ended ({lease.state}: {lease.reason})")
+            changes = {}
+            if duration is not None:
+                if lease.granted_at is not None and lease.granted_at + duration <= batch.t:
+                    raise DriverInvalidArgument(f"lease {name} was granted {batch.t - lease.granted_at:.0f}s ago: a "
+                                                f"duration of {duration:g}s would end it in the past (release it "
+                                                "instead)")
+                changes["duration"] = duration
+            if new_owner is not None:
+                changes.update(client=new_owner.name, allowed=new_owner.allowed_exporters)
+            lease = dataclasses.replace(lease, **changes).renewed(batch.t)
+            if new_owner is not None:  # the new owner may lease what it is handed
+                refusal = f"client {new_owner.name} may not take lease {name}"
+                try:
+                    _refuse_forbidden(lease, batch)
+                except AccessDenied as e:
+                    raise AccessDenied(f"{refusal}: {e}") from None
+                seen = batch.exporters.get((lease.namespace, lease.exporter)) if lease.exporter else None
+                if seen is not None and not lease_policy.allows(lease.allowed, seen.labels):
+                    raise AccessDenied(f"{refusal}: it may not lease exporter {lease.exporter}")
             batch.put(lease)
             return lease
 
