@@ -189,3 +189,23 @@ def test_leasing_an_exporter_by_name(db_url):
             assert (handed.state, handed.exporter) == ("granted", "rack2")
 
     asyncio.run(main())
+
+
+def test_an_exporter_taken_out_of_service_a_moment_ago_is_not_granted(db_url):
+    """The scheduler reads exporters every few seconds; a grant reads the ones it chose afresh, so an admin's
+    disable-exporter (another process, straight into the database) holds from the moment it commits."""
+    from jumpstarter_lab.controller.auth import Authority
+
+    async def main():
+        async with replicas(db_url, 1, {"rack1": {"kind": "x"}}) as (a,):
+            authority = Authority(a.store)
+            authority.declare("exporter", "default", "rack1")
+            authority.set_service("default", "rack1", "new cable")
+            waiting = await a.create(client("alice"), "kind=x", 60)
+            assert (waiting.state, waiting.reason) == ("queued", "rack1 is out of service: new cable"), waiting
+            authority.set_service("default", "rack1", None)
+            await a.schedule()
+            back = await a.get(client("alice"), waiting.name, fresh=True)
+            assert (back.state, back.exporter) == ("granted", "rack1"), back
+
+    asyncio.run(main())

@@ -108,9 +108,21 @@ class Batch:
             return self.changed[name]
         return read_lease(self.conn, name)
 
-    def grant(self) -> None:
-        """Grant what the policy says can be granted now."""
-        for lease, exporter in lease_policy.grants(self.active.values(), self.exporters, self.t):
+    def grant(self, reread: Callable[[set[ExporterKey]], dict[ExporterKey, ExporterSeen]] | None = None) -> None:
+        """Grant what the policy says can be granted now. With `reread`, the exporters chosen are read afresh in
+        this transaction first, so that one an admin took out of service or revoked since they were last read
+        (every few seconds) is not granted; the policy then chooses again without it."""
+        while True:
+            chosen = lease_policy.grants(self.active.values(), self.exporters, self.t)
+            if not chosen or reread is None:
+                break
+            keys = {(lease.namespace, exporter) for lease, exporter in chosen}
+            fresh = reread(keys)
+            self.exporters = {key: seen for key, seen in self.exporters.items() if key not in keys or key in fresh}
+            self.exporters.update(fresh)
+            if all(key in fresh and fresh[key].grantable(self.t) for key in keys):
+                break
+        for lease, exporter in chosen:
             self.put(lease.granted(exporter, self.t))
 
     def expire(self) -> None:
@@ -190,7 +202,7 @@ class LeaseWriter:
                     results.append(op(batch))
                 except JumpstarterLabError as e:
                     results.append(e)
-            batch.grant()
+            batch.grant(lambda keys: self.exporters.seen(conn, keys))
             insert, update = _write_statements(conn.dialect.paramstyle)
             rows = {name: _stored_values(lease, seq) for name, lease in batch.changed.items()}
             updates = [(*row[1:], row[0]) for name, row in rows.items() if name not in batch.new]
