@@ -41,3 +41,16 @@ notes:
     C(module_defaults) with C(group/jumpstarter.lab.jumpstarter) sets an option they all share (O(timeout),
     O(client_config)) once.
 """
+
+    # For modules whose work may run as an async job (JumpstarterAction._start_job); listed before the
+    # fragment above, whose `async: none` it replaces.
+    ASYNC_JOB = r"""
+attributes:
+  async:
+    support: partial
+    details:
+      - >-
+        As an async job the work runs on the Ansible controller, so the task's connection must be local
+        (C(delegate_to: localhost), or a play on localhost), because Ansible looks for the job with
+        M(ansible.builtin.async_status) through the host's connection; on a board's connection it fails saying so.
+"""

@@ -20,7 +20,9 @@ description:
 version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
+  - jumpstarter.lab.action.async_job  # before jumpstarter.lab.action, whose async it replaces
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
+  - jumpstarter.lab.client_config
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -44,24 +46,11 @@ options:
         to return at most; the stream is ended there.
     type: int
     default: 100
-  client_config:
-    description:
-      - Client config file of the controller, to reach the host's lease (C(jumpstarter_lease)) through. Defaults
-        to the host's C(jumpstarter_client_config), else the environment's C(JMP_CLIENT_CONFIG); set for the whole
-        collection with C(module_defaults) of the C(group/jumpstarter.lab.jumpstarter) group.
-    type: path
   timeout:
     description: Seconds to wait for the exporter to answer when connecting.
     type: int
     default: 30
 attributes:
-  async:
-    support: partial
-    details:
-      - >-
-        As an async job the work runs on the Ansible controller, so the task's connection must be local
-        (C(delegate_to: localhost), or a play on localhost), because Ansible looks for the job with
-        M(ansible.builtin.async_status) through the host's connection; on a board's connection it fails saying so.
   check_mode:
     support: partial
     details:

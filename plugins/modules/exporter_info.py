@@ -16,6 +16,7 @@ version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
+  - jumpstarter.lab.client_config
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -27,11 +28,6 @@ options:
   name:
     description: Only the exporter of this name; the task fails when there is none.
     type: str
-  client_config:
-    description:
-      - Client config file of the controller. Defaults to the host's C(jumpstarter_client_config), else the
-        environment's C(JMP_CLIENT_CONFIG), as for M(jumpstarter.lab.lease).
-    type: path
   timeout:
     description: Seconds to wait for the controller's answer.
     type: int

@@ -22,6 +22,7 @@ version_added: 0.1.0
 author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
+  - jumpstarter.lab.client_config
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -41,11 +42,6 @@ options:
         variable, any exporter matching it is leased.
     type: str
     default: ""
-  client_config:
-    description:
-      - Client config file of the controller. Defaults to the host's C(jumpstarter_client_config), else the
-        environment's C(JMP_CLIENT_CONFIG), as for the P(jumpstarter.lab.jumpstarter#connection) connection plugin.
-    type: path
   duration:
     description:
       - Seconds the lease may last at most.
