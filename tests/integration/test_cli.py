@@ -43,6 +43,17 @@ def test_check_reports_a_good_config(tmp_path):
     result = cli("exporter", "check", "--config", str(config))
     assert result.returncode == 0
     assert result.stdout.strip() == f"{config}: ok, exporter 'test' with 3 driver(s)"
+    assert "hooks" not in result.stderr
+
+
+def test_an_upstream_config_with_hooks_loads_and_says_they_are_not_run(tmp_path):
+    config = tmp_path / "hooks.yaml"
+    config.write_text(exporter_config(STANDARD_EXPORT) + "hooks:\n  beforeLease: {script: j power on}\n"
+                      "  afterLease: {script: j power off, onFailure: warn}\n")
+    result = cli("exporter", "check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert (f"{config}: hooks (afterLease, beforeLease) are not run by this exporter yet: nothing prepares or "
+            "cleans the board around a lease") in result.stderr, result.stderr
 
 
 def test_call_and_tree_against_a_running_exporter(make_config, run_exporter):

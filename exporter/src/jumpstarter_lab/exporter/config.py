@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import types
 import typing
 import uuid as uuidlib
@@ -19,6 +20,8 @@ from ..driver import Composite, Driver, DriverContext, Proxy
 from ..driver.registry import resolve_driver
 from ..wire.documents import API_VERSION, Source, parse_yaml, read_document, validate
 from ..wire.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 KIND = "ExporterConfig"
 # Stable namespace for driver uuids: a driver keeps its uuid across sessions and restarts.
@@ -246,6 +249,9 @@ def load_text(text: str, name: str = "<config>") -> ExporterConfig:
                             endpoint=data.get("endpoint"), token=data.get("token"), tls=data.get("tls") or {},
                             description=data.get("description"), export=export, source=name)
     config.build().close()  # constructors run once here so bad values fail before serving
+    if data.get("hooks"):  # not silently: a lab moving from upstream must know its boards go unprepared
+        logger.warning("%s: hooks (%s) are not run by this exporter yet: nothing prepares or cleans the board "
+                       "around a lease", name, ", ".join(sorted(map(str, data["hooks"]))))
     return config
 
 
