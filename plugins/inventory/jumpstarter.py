@@ -21,7 +21,7 @@ description:
     C(available), C(lease_ready) (leased), C(before_lease_hook), C(after_lease_hook),
     C(before_lease_hook_failed), C(after_lease_hook_failed), C(offline) and C(unspecified) (upstream's
     ExporterStatus values), C(jumpstarter_enabled) (false while an admin has it out of service, when it is
-    granted to nobody) and C(jumpstarter_status_message) (e.g. why it is out of service, or C(leased)).
+    granted to nobody) and C(jumpstarter_status_message) (e.g. why it is out of service, or C(leased by alice)).
     A host listed in the file has C(jumpstarter_host), C(jumpstarter_labels), and
     C(jumpstarter_tls_ca) or C(jumpstarter_insecure) when given. What comes from the controller is marked
     unsafe, never templated.

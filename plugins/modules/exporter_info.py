@@ -87,7 +87,7 @@ exporters:
       type: bool
       sample: true
     message:
-      description: What it or the controller says of it, e.g. C(leased), or why it is out of service.
+      description: What it or the controller says of it, e.g. C(leased by alice) (who holds it), or why it is out of service.
       type: str
       sample: ""
     labels:

@@ -336,6 +336,7 @@ def test_an_exporter_out_of_service_is_granted_to_nobody_until_it_is_back(lab):
     admin("enable-exporter", "bench1")
     (granted,) = json.loads(lease("30").stdout)
     assert granted["state"] == "ready" and granted["exporter"] == "bench1"
+    assert exporters()["bench1"]["message"] == "leased by alice"  # who holds what
     admin("disable-exporter", "bench1", "--reason", "kept running")  # the lease goes on
     (still,) = json.loads(cli("lease", "list", "-o", "json", "--client-config", config).stdout)
     assert still["state"] == "ready", still

@@ -24,7 +24,8 @@ class ClientServicer:
         """The exporters of the caller's namespace its capabilities let it lease (and `name_filter` selects);
         not those an admin revoked: they have left the lab."""
         listed = await asyncio.to_thread(self.leases.exporters.listing, identity.namespace)
-        granted = {name for namespace, name in self.leases.grants() if namespace == identity.namespace}
+        granted = {name: lease.client for (namespace, name), lease in self.leases.grants().items()
+                   if namespace == identity.namespace}
         t = now()
         result = []
         for name, seen in listed:
@@ -33,9 +34,10 @@ class ClientServicer:
             if name_filter is not None and not selectors.matches(name_filter, seen.labels):
                 continue
             leased = name in granted
-            message = "leased" if leased else seen.status_message
+            holder = f"leased by {granted[name]}" if leased else ""
+            message = holder or seen.status_message
             if seen.disabled is not None:
-                message = f"out of service: {seen.disabled}" + ("; leased" if leased else "")
+                message = f"out of service: {seen.disabled}" + (f"; {holder}" if leased else "")
             result.append(client_pb2.Exporter(name=names.exporter(identity.namespace, name), labels=seen.labels,
                                               online=seen.online(t), status=seen.status_at(t, leased),
                                               status_message=message, enabled=seen.disabled is None))
