@@ -165,26 +165,31 @@ def test_lease_requests_with_nonsense_are_refused_and_the_controller_goes_on(con
     if data.draw(st.booleans()):
         lease.exporter_name = data.draw(names_)
     parent = data.draw(st.sampled_from(["namespaces/default"]) | st.text(max_size=40))
+    lease_id = data.draw(st.sampled_from([""]) | names_)
+    # everything is drawn before the first call: what the controller answers must not change what is drawn
+    other_name, new_client = data.draw(names_), data.draw(names_)
+    new_duration = int(data.draw(durations))
+    paths = data.draw(st.lists(st.sampled_from(["duration", "client", "tags", "x"]), max_size=3))
+    tag_filter, exporter_filter = data.draw(st.text(max_size=60)), data.draw(st.text(max_size=60))
     created = None
     try:
         created = stub.CreateLease(client_pb2.CreateLeaseRequest(parent=parent, lease=lease,
-                                                                 lease_id=data.draw(st.sampled_from([""]) | names_)),
+                                                                 lease_id=lease_id),
                                    metadata=metadata, timeout=10)
     except grpc.RpcError as e:
         assert e.code() in REFUSALS, f"CreateLease: {e.code()}: {e.details()}"
-    name = created.name if created else data.draw(names_)
-    update = client_pb2.Lease(name=name, client=data.draw(names_))
-    update.duration.CopyFrom(duration_pb2.Duration(seconds=int(data.draw(durations))))
-    mask = field_mask_pb2.FieldMask(paths=data.draw(st.lists(st.sampled_from(["duration", "client", "tags", "x"]),
-                                                             max_size=3)))
+    name = created.name if created else other_name
+    update = client_pb2.Lease(name=name, client=new_client)
+    update.duration.CopyFrom(duration_pb2.Duration(seconds=new_duration))
+    mask = field_mask_pb2.FieldMask(paths=paths)
     calls = [lambda: stub.GetLease(client_pb2.GetLeaseRequest(name=name), metadata=metadata, timeout=10),
              lambda: stub.UpdateLease(client_pb2.UpdateLeaseRequest(lease=update, update_mask=mask),
                                       metadata=metadata, timeout=10),
              lambda: stub.ListLeases(client_pb2.ListLeasesRequest(parent="namespaces/default",
-                                                                  tag_filter=data.draw(st.text(max_size=60))),
+                                                                  tag_filter=tag_filter),
                                      metadata=metadata, timeout=10),
              lambda: stub.ListExporters(client_pb2.ListExportersRequest(parent="namespaces/default",
-                                                                        filter=data.draw(st.text(max_size=60))),
+                                                                        filter=exporter_filter),
                                         metadata=metadata, timeout=10),
              lambda: stub.DeleteLease(client_pb2.DeleteLeaseRequest(name=name), metadata=metadata, timeout=10)]
     for call in calls:
