@@ -1,6 +1,6 @@
 """The core's layers, read from the source: no import cycle, and no layer imports one above it.
 
-    streams  <  wire  <  driver  <  exporter | client | controller  <  cli
+    streams  <  wire  <  driver  <  exporter | client | controller  <  cli | pytest_plugin
 
 exporter, client and controller are peers: none imports another. Driver families may use
 the driver layer, the wire layer, streams and the client library (for their client
@@ -19,7 +19,8 @@ from pathlib import Path
 from helpers import ROOT
 
 CORE = ROOT / "exporter" / "src"
-RANK = {"streams": 0, "wire": 1, "driver": 2, "exporter": 3, "client": 3, "controller": 3, "cli": 4}
+RANK = {"streams": 0, "wire": 1, "driver": 2, "exporter": 3, "client": 3, "controller": 3, "cli": 4,
+        "pytest_plugin": 4}  # the plugin, like the CLI, is a user of the client library
 
 
 def _module_name(path: Path, base: Path) -> str:
