@@ -261,8 +261,10 @@ class ControllerLab:
 
         return ClientConfig.load(path)
 
-    def exporter(self, name: str, *labels: str, endpoint: str | None = None, export: dict | None = None) -> Process:
-        """An exporter process serving `export` (a mock power and an echo network by default)."""
+    def exporter(self, name: str, *labels: str, endpoint: str | None = None, export: dict | None = None,
+                 hooks: dict | None = None) -> Process:
+        """An exporter process serving `export` (a mock power and an echo network by default), with lease `hooks`
+        as upstream's ExporterConfig writes them."""
         config = self.workdir / f"{name}.yaml"
         export_file = self.workdir / f"{name}-export.yaml"
         export_file.write_text(yaml.safe_dump({"export": export or DISTRIBUTED_EXPORT}))
@@ -271,6 +273,8 @@ class ControllerLab:
         for label in labels:
             args += ["--label", label]
         assert cli(*args).returncode == 0
+        if hooks:
+            config.write_text(yaml.safe_dump(yaml.safe_load(config.read_text()) | {"hooks": hooks}))
         process = Process(["exporter", "run", "--config", str(config)], self.workdir / f"{name}.log", "registered with")
         self.started.append(process)
         return process

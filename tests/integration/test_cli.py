@@ -46,14 +46,28 @@ def test_check_reports_a_good_config(tmp_path):
     assert "hooks" not in result.stderr
 
 
-def test_an_upstream_config_with_hooks_loads_and_says_they_are_not_run(tmp_path):
+def test_an_upstream_config_with_hooks_loads_and_names_them(tmp_path):
     config = tmp_path / "hooks.yaml"
     config.write_text(exporter_config(STANDARD_EXPORT) + "hooks:\n  beforeLease: {script: j power on}\n"
-                      "  afterLease: {script: j power off, onFailure: warn}\n")
+                      "  afterLease: {script: j power off, onFailure: warn, timeout: 30, exec: /bin/bash}\n")
     result = cli("exporter", "check", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert (f"{config}: hooks (afterLease, beforeLease) are not run by this exporter yet: nothing prepares or "
-            "cleans the board around a lease") in result.stderr, result.stderr
+    assert result.stdout.strip() == f"{config}: ok, exporter 'test' with 3 driver(s), hooks: beforeLease, afterLease"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(("hooks", "message"), [
+    ("  beforeLease: {script: j power on, onFailure: explode}\n", "hooks.beforeLease.onFailure"),
+    ("  beforeLeas: {script: j power on}\n", "beforeLeas"),
+    ("  afterLease: {timeout: 5}\n", "script"),
+    ("  afterLease: {script: x, timeout: 0}\n", "hooks.afterLease.timeout"),
+])
+def test_a_broken_hook_is_refused_naming_it(tmp_path, hooks, message):
+    config = tmp_path / "hooks.yaml"
+    config.write_text(exporter_config(STANDARD_EXPORT) + "hooks:\n" + hooks)
+    result = cli("exporter", "check", "--config", str(config))
+    assert result.returncode == 1
+    assert message in result.stderr and f"{config.name}:" in result.stderr, result.stderr
 
 
 def test_call_and_tree_against_a_running_exporter(make_config, run_exporter):

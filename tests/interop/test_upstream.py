@@ -171,7 +171,10 @@ def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_pat
 
     try:
         lab.client("alice")
-        lab.exporter("bench1", "board=mock")
+        hooked = tmp_path / "hooks.log"  # upstream's client waits through our beforeLease hook's phase
+        lab.exporter("bench1", "board=mock", hooks={
+            "beforeLease": {"script": f"sleep 2; echo before $CLIENT_NAME >> {hooked}", "onFailure": "endLease"},
+            "afterLease": {"script": f"echo after >> {hooked}"}})
         listed = yaml.safe_load(jmp("get", "exporters", "-o", "yaml", "--with", "online"))
         assert [(e["name"], e["online"], e["labels"]) for e in listed["exporters"]] == [
             ("bench1", True, {"board": "mock"})], listed
@@ -180,9 +183,11 @@ def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_pat
         # Before the exporter answered GetStatus after EndSession, jmp shell waited 300 s for it here.
         shell = jmp("shell", "--lease", lease, "--", "sh", "-c", "j power on && j power off && echo done", timeout=120)
         assert "done" in shell
+        assert hooked.read_text() == "before alice\n"
         extended = yaml.safe_load(jmp("update", "lease", lease, "--duration", "1h", "-o", "yaml"))
         assert extended["duration"] == 3600.0 and extended["client"] == "alice", extended
         jmp("delete", "lease", lease)
         assert lease not in jmp("get", "leases")
+        wait_for(lambda: hooked.read_text() == "before alice\nafter\n", 30, "the afterLease hook")
     finally:
         lab.stop()

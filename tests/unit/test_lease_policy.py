@@ -194,3 +194,29 @@ def test_an_exporter_out_of_service_is_never_granted_and_ends_its_lease_only_whe
     ending = {("default", "e1"): dataclasses.replace(out, disabled_ends_leases=True)}
     assert policy.expiry(held, ending, T) == "the exporter was taken out of service: flaky mux"
     assert out.online(T) and not out.grantable(T)
+
+
+def test_an_exporter_whose_hook_runs_or_failed_is_not_granted_and_its_lease_not_ready_while_it_prepares():
+    def seen(status: int, message: str = "") -> ExporterSeen:
+        return dataclasses.replace(online(), status=status, status_message=message)
+
+    s = common_pb2
+    for status in (s.EXPORTER_STATUS_BEFORE_LEASE_HOOK, s.EXPORTER_STATUS_AFTER_LEASE_HOOK,
+                   s.EXPORTER_STATUS_AFTER_LEASE_HOOK_FAILED, s.EXPORTER_STATUS_BEFORE_LEASE_HOOK_FAILED):
+        assert not seen(status).grantable(T), s.ExporterStatus.Name(status)
+        assert policy.grants([lease("l1")], {("default", "e1"): seen(status)}, T) == []
+        assert seen(status).status_at(T, leased=False) == status  # shown as it is
+    for status in (s.EXPORTER_STATUS_AVAILABLE, s.EXPORTER_STATUS_LEASE_READY, s.EXPORTER_STATUS_UNSPECIFIED):
+        assert seen(status).grantable(T)  # a lease's LEASE_READY, reported late, keeps no one waiting
+        assert seen(status).status_at(T, leased=False) == s.EXPORTER_STATUS_AVAILABLE
+
+    held = granted(lease("l2"), "e1")
+    preparing = {("default", "e1"): seen(s.EXPORTER_STATUS_BEFORE_LEASE_HOOK, "running the beforeLease hook")}
+    assert policy.shown(held, [held], preparing).waiting == "exporter e1: running the beforeLease hook"
+    assert preparing["default", "e1"].status_at(T, leased=True) == s.EXPORTER_STATUS_BEFORE_LEASE_HOOK
+    ready = {("default", "e1"): seen(s.EXPORTER_STATUS_LEASE_READY)}
+    assert policy.shown(held, [held], ready).waiting == ""
+    assert ready["default", "e1"].status_at(T, leased=True) == s.EXPORTER_STATUS_LEASE_READY
+    # An exporter that hangs in its hook never keeps the lease from ending: the clock rules as ever.
+    assert policy.expiry(held.renewed(T + 690), preparing, T + 700) == policy.DURATION_ENDED
+    assert held.ended(LeaseState.EXPIRED, T, "x").waiting == ""

@@ -49,7 +49,8 @@ def cmd_exporter_check(args) -> int:
         count = sum(1 for _node in root.walk()) - 1
     finally:
         root.close()
-    print(f"{args.config}: ok, exporter '{config.name}' with {count} driver(s)")
+    hooks = f", hooks: {', '.join(config.hooks)}" if config.hooks else ""
+    print(f"{args.config}: ok, exporter '{config.name}' with {count} driver(s){hooks}")
     return 0
 
 

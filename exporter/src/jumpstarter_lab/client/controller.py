@@ -145,7 +145,8 @@ class ControllerClient:
                          client_pb2.DeleteLeaseRequest(name=self._lease(name)))
 
     async def wait_ready(self, name: str, timeout: float = defaults.LEASE_WAIT, on_update=None) -> LeaseStatus:
-        """Poll until granted, renewing meanwhile; `on_update(status)` sees each change (queue position)."""
+        """Poll until ready (granted, and its exporter prepared), renewing meanwhile; `on_update(status)` sees each
+        change (queue position, the exporter's beforeLease hook)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last_message, renewed = None, loop.time()
@@ -157,7 +158,7 @@ class ControllerClient:
             if status.ready:
                 return status
             if status.ended:
-                raise DriverError(f"lease {name} ended before it was granted: {status.message}")
+                raise DriverError(f"lease {name} ended before it was ready: {status.message}")
             if loop.time() > deadline:
                 raise ExporterNotReady(f"lease {name} was not granted within {timeout:g}s ({status.message})")
             if loop.time() - renewed > self.renew_every(name):

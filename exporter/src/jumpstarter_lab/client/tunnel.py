@@ -75,7 +75,7 @@ async def connect_lease_async(config: ClientConfig, lease: str, *, allow: Allowl
     try:
         status = await client.get_lease(lease)
         if not status.ready:
-            raise ExporterNotReady(f"lease {lease} is not granted: {status.message or 'ended'}")
+            raise ExporterNotReady(f"lease {lease} is not ready: {status.message or 'ended'}")
         allow = allow if allow is not None else config.allowlist()
         async with lease_socket(client, lease) as path, \
                 connect_async(path, allow=allow, timeout=timeout, portal=portal) as root:

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..wire.errors import ConfigError, NotAuthenticated
-from .store import Store, identities, loads, now, signing_keys
+from ..wire.protocol import common_pb2
+from .store import Store, exporters, identities, loads, now, signing_keys
 
 ISSUER = "jumpstarter-lab"
 KINDS = ("client", "exporter")
@@ -169,6 +170,11 @@ class Authority:
                                                           identities.c.namespace == namespace,
                                                           identities.c.name == name)
                                 .values(disabled=disabled, disabled_ends_leases=bool(disabled and ends_leases)))
+            if disabled is None:  # back in service: a failed afterLease hook no longer keeps it from grants
+                failed = common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK_FAILED
+                conn.execute(exporters.update().where((exporters.c.namespace == namespace) & (exporters.c.name == name)
+                                                      & (exporters.c.status == failed))
+                             .values(status=common_pb2.EXPORTER_STATUS_AVAILABLE, status_message="put back in service"))
         if done.rowcount == 0:
             raise ConfigError(f"no exporter {namespace}/{name} in the controller's database")
 

@@ -11,10 +11,12 @@ import grpc
 from google.protobuf import empty_pb2
 
 from ..wire import defaults, names
+from ..wire.labels import HOOKS
 from ..wire.errors import AccessDenied, NotAuthenticated
 from ..wire.protocol import jumpstarter_pb2
 from .auth import Authority
 from .dials import Dials
+from .lease_policy import AFTER_LEASE, BEFORE_LEASE
 from .lease_record import LeaseState
 from .leases import Leases
 from .router import Router
@@ -39,7 +41,9 @@ class ControllerServicer:
         uuid_ = request.reports[0].uuid if request.reports else ""
         reports = jumpstarter_pb2.GetReportResponse(uuid=uuid_, labels=dict(request.labels),
                                                     reports=request.reports).SerializeToString()
-        await asyncio.to_thread(self.leases.exporters.register, identity, uuid_, dict(request.labels), reports)
+        hooks = request.reports[0].labels.get(HOOKS, "") if request.reports else ""
+        await asyncio.to_thread(self.leases.exporters.register, identity, uuid_, dict(request.labels), reports,
+                                ",".join(sorted(set(hooks.split(",")) & {BEFORE_LEASE, AFTER_LEASE})))
         logger.info("exporter %s/%s registered", identity.namespace, identity.name)
         return jumpstarter_pb2.RegisterResponse(uuid=uuid_)
 
@@ -51,9 +55,8 @@ class ControllerServicer:
 
     @rpc("exporter")
     async def ReportStatus(self, identity, request, context):
-        await asyncio.to_thread(self.leases.exporters.report_status, identity, request.status, request.message)
-        if request.HasField("release_lease") and request.release_lease:
-            await self.leases.release_by_exporter(identity, "released by the exporter")
+        await self.leases.report_status(identity, request.status, request.message,
+                                        release=request.HasField("release_lease") and request.release_lease)
         return jumpstarter_pb2.ReportStatusResponse()
 
     @rpc("exporter")

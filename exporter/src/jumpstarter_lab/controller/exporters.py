@@ -7,14 +7,18 @@ registered, or a heartbeat of its open Status stream came in.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import sqlalchemy as sa
 
 from ..wire import defaults
+from ..wire.protocol import common_pb2
 from .auth import Identity
 from .lease_policy import ExporterKey, ExporterSeen
 from .store import Store, exporters, identities, loads, now
+
+AFTER_LEASE_HOOK_FAILED = common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK_FAILED
 
 
 def _key(namespace: str, name: str):
@@ -29,14 +33,20 @@ class Exporters:
 
     # --- what exporters tell ------------------------------------------------------------
 
-    def register(self, identity: Identity, uuid_: str, labels: dict, reports: bytes) -> None:
+    def register(self, identity: Identity, uuid_: str, labels: dict, reports: bytes, hooks: str = "") -> None:
+        """A (re)started exporter: available, unless an afterLease hook of its failed (that waits for an admin)."""
         merged = dict(labels) | identity.labels  # the admin's labels win over what the exporter claims
+        failed = exporters.c.status == AFTER_LEASE_HOOK_FAILED
         with self.store.transaction() as conn:
             key = _key(identity.namespace, identity.name)
             values = {"uuid": uuid_, "labels": json.dumps(merged), "reports": reports,
-                      "online_until": now() + self.grace}
-            if conn.execute(exporters.update().where(key).values(**values)).rowcount == 0:
-                conn.execute(exporters.insert().values(namespace=identity.namespace, name=identity.name, **values))
+                      "online_until": now() + self.grace, "hooks": hooks}
+            kept = {"status": sa.case((failed, exporters.c.status), else_=common_pb2.EXPORTER_STATUS_AVAILABLE),
+                    "status_message": sa.case((failed, exporters.c.status_message), else_="")}
+            if conn.execute(exporters.update().where(key).values(**values, **kept)).rowcount == 0:
+                conn.execute(exporters.insert().values(namespace=identity.namespace, name=identity.name, **values,
+                                                       status=common_pb2.EXPORTER_STATUS_AVAILABLE,
+                                                       status_message=""))
 
     def heartbeat(self, identity: Identity, online: bool = True) -> None:
         """Heard of now (online for another grace), or gone (offline at once)."""
@@ -54,10 +64,11 @@ class Exporters:
                 in_namespace = (exporters.c.namespace == namespace) & exporters.c.name.in_(names)
                 conn.execute(exporters.update().where(in_namespace).values(online_until=now() + self.grace))
 
-    def report_status(self, identity: Identity, status: int, message: str) -> None:
-        with self.store.transaction() as conn:
-            conn.execute(exporters.update().where(_key(identity.namespace, identity.name))
-                         .values(status=status, status_message=message))
+    @staticmethod
+    def set_status(conn, key: ExporterKey, status: int, message: str) -> None:
+        """What an exporter reported of itself (or the controller set for it at a grant or a lease's end), in `conn`."""
+        conn.execute(exporters.update().where(_key(*key)).values(status=status, status_message=message))
+
 
     # --- what the controller reads ------------------------------------------------------
 
@@ -65,6 +76,7 @@ class Exporters:
         """The scheduler's view, in `conn`: all exporters (every few seconds), or those in `keys`, by name.
         Labels are parsed only when their text is new. Called on the lease writer's thread only."""
         query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until,
+                          exporters.c.status, exporters.c.status_message, exporters.c.hooks,
                           _revoked(), identities.c.disabled, _ends_leases()).select_from(_with_identity())
         if keys is not None:
             query = query.where(sa.tuple_(exporters.c.namespace, exporters.c.name).in_(sorted(keys)))
@@ -75,8 +87,9 @@ class Exporters:
         for r in rows:
             if r.labels not in self._labels:
                 self._labels[r.labels] = known[r.labels] if r.labels in known else loads(r.labels)
-        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until, revoked=r.revoked,
-                                                    disabled=r.disabled, disabled_ends_leases=r.ends_leases)
+        return {(r.namespace, r.name): ExporterSeen(self._labels[r.labels], r.online_until, r.status, r.status_message,
+                                                    revoked=r.revoked, disabled=r.disabled,
+                                                    disabled_ends_leases=r.ends_leases, hooks=_hooks(r.hooks))
                 for r in rows}
 
     @staticmethod
@@ -96,6 +109,11 @@ class Exporters:
                                 .where(exporters.c.namespace == namespace).order_by(exporters.c.name)).all()
         return [(r.name, ExporterSeen(loads(r.labels), r.online_until, r.status, r.status_message, r.revoked,
                                       r.disabled)) for r in rows]
+
+
+@functools.cache
+def _hooks(text: str) -> frozenset[str]:
+    return frozenset(filter(None, text.split(",")))
 
 
 def _with_identity():

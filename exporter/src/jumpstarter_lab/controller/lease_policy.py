@@ -30,6 +30,13 @@ EXPORTER_DISABLED = "the exporter was taken out of service"
 
 Revoked = frozenset  # of (namespace, name): client identities an admin revoked
 
+BEFORE_LEASE, AFTER_LEASE = "beforeLease", "afterLease"  # the lease hooks an exporter declares
+# What an exporter reports while its own board is not ready for a client: its lease is not ready yet.
+PREPARING = frozenset({common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK,
+                       common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK_FAILED})
+# What a free exporter reports while it may not be granted: a hook runs, or one failed and awaits its end or an admin.
+BUSY = PREPARING | {common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK, common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK_FAILED}
+
 
 @dataclass(frozen=True)
 class ExporterSeen:
@@ -42,23 +49,31 @@ class ExporterSeen:
     revoked: bool = False  # an admin revoked its identity: never online, never granted
     disabled: str | None = None  # why an admin took it out of service (None: in service): never granted
     disabled_ends_leases: bool = False  # and whether the lease it held then ends
+    hooks: frozenset[str] = frozenset()  # the lease hooks it declared when it registered (beforeLease, afterLease)
 
     def online(self, t: float) -> bool:
         """The one rule of online-ness: heard of within its grace, and not revoked."""
         return not self.revoked and self.online_until >= t
 
     def grantable(self, t: float) -> bool:
-        """Whether a queued lease may get it now: online and in service."""
-        return self.disabled is None and self.online(t)
+        """Whether a queued lease may get it now: online, in service, and no hook running or failed."""
+        return self.disabled is None and self.online(t) and self.status not in BUSY
 
     def status_at(self, t: float, leased: bool) -> int:
-        """The ExporterStatus clients are told: offline, leased (LEASE_READY), or what it reported
-        (AVAILABLE when it reported nothing)."""
+        """The ExporterStatus clients are told: offline; leased: its beforeLease hook's phase, else LEASE_READY;
+        free: what it reported, AVAILABLE when that was nothing or a lease's."""
         if not self.online(t):
             return common_pb2.EXPORTER_STATUS_OFFLINE
         if leased:
-            return common_pb2.EXPORTER_STATUS_LEASE_READY
-        return self.status or common_pb2.EXPORTER_STATUS_AVAILABLE
+            return self.status if self.status in PREPARING else common_pb2.EXPORTER_STATUS_LEASE_READY
+        return self.status if self.status in BUSY else common_pb2.EXPORTER_STATUS_AVAILABLE
+
+    def preparing(self) -> str:
+        """Why the lease it holds is not ready yet ("" when it is): its beforeLease hook runs, or failed."""
+        if self.status not in PREPARING:
+            return ""
+        running = self.status == common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK
+        return self.status_message or ("its beforeLease hook runs" if running else "its beforeLease hook failed")
 
 
 def allows(allowed: tuple[str, ...], labels: dict) -> bool:
@@ -144,7 +159,11 @@ def position(lease: LeaseRecord, leases: Iterable[LeaseRecord], exporters: Mappi
 def shown(lease: LeaseRecord, leases: Iterable[LeaseRecord],
           exporters: Mapping[ExporterKey, ExporterSeen]) -> LeaseRecord:
     """The lease as its owner sees it: with its queue position when queued, and why it cannot be granted when
-    every exporter it asks for is out of service."""
+    every exporter it asks for is out of service; granted, why it is not ready while its exporter prepares."""
+    if lease.state == LeaseState.GRANTED:
+        seen = exporters.get((lease.namespace, lease.exporter))
+        waiting = seen.preparing() if seen is not None else ""
+        return dataclasses.replace(lease, waiting=f"exporter {lease.exporter}: {waiting}") if waiting else lease
     if lease.state != LeaseState.QUEUED:
         return lease
     wanted = [(name, seen.disabled) for (namespace, name), seen in exporters.items()

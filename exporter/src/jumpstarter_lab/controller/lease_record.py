@@ -53,6 +53,7 @@ class LeaseRecord:
     allowed: tuple[str, ...] = ()  # exporter selectors the client may lease; empty: any
     tags: tuple[tuple[str, str], ...] = ()  # the client's (key, value) tags, sorted: what `tag_filter` selects on
     position: int | None = None  # 1-based place in the queue, for queued leases (shown, never stored)
+    waiting: str = ""  # why a granted lease is not ready yet: its exporter prepares the board (shown, never stored)
 
     @property
     def active(self) -> bool:
@@ -76,7 +77,7 @@ class LeaseRecord:
     def _move(self, state: LeaseState, **changes) -> LeaseRecord:
         if state not in TRANSITIONS[self.state]:
             raise RuntimeError(f"lease {self.name}: {self.state} -> {state} is not a move of the lease state machine")
-        return dataclasses.replace(self, state=state, position=None, **changes)
+        return dataclasses.replace(self, state=state, position=None, waiting="", **changes)
 
 
 def grant_id(lease: LeaseRecord | None) -> tuple[str, int] | None:

@@ -27,6 +27,7 @@ from . import lease_policy
 from .exporters import Exporters
 from .lease_policy import ExporterKey, ExporterSeen
 from .lease_record import ACTIVE, LeaseRecord, LeaseState, grant_id
+from ..wire.protocol import common_pb2
 from .store import Store, lease_clock, leases, now
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ SYNC_INTERVAL = 0.2  # how often an idle replica reads what the others changed
 
 # --- lease rows -------------------------------------------------------------------------------
 
-_COLUMNS = [f.name for f in dataclasses.fields(LeaseRecord) if f.name != "position"]
+_SHOWN_ONLY = ("position", "waiting")
+_COLUMNS = [f.name for f in dataclasses.fields(LeaseRecord) if f.name not in _SHOWN_ONLY]
 _STORED = [*_COLUMNS, "seq"]
 _STATE, _ALLOWED, _TAGS = _COLUMNS.index("state"), _COLUMNS.index("allowed"), _COLUMNS.index("tags")
 ACTIVE_STATES = sorted(state.value for state in ACTIVE)  # as stored
@@ -92,6 +94,7 @@ class Batch:
         self.new: set[str] = set()
 
     def put(self, lease: LeaseRecord, new: bool = False) -> None:
+        before = self.active.get(lease.name)
         self.changed[lease.name] = lease
         if new:
             self.new.add(lease.name)
@@ -99,6 +102,33 @@ class Batch:
             self.active[lease.name] = lease
         else:
             self.active.pop(lease.name, None)
+        self._hook_phase(before, lease)
+
+    def _hook_phase(self, before: LeaseRecord | None, lease: LeaseRecord) -> None:
+        """An exporter that declared lease hooks is busy from a grant (beforeLease) and from a lease's end
+        (afterLease) until it reports otherwise. Set here, in the transaction of the move, so that no client sees
+        the lease ready, and no other lease gets the exporter, before the exporter could say so itself."""
+        was_granted = before is not None and before.state == LeaseState.GRANTED
+        if lease.state == LeaseState.GRANTED and not was_granted:
+            point, status = lease_policy.BEFORE_LEASE, common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK
+        elif was_granted and not lease.active:
+            point, status = lease_policy.AFTER_LEASE, common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK
+        else:
+            return
+        key = (lease.namespace, lease.exporter)
+        seen = self.exporters.get(key)
+        if seen is None or point not in seen.hooks:
+            return
+        if seen.status == common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK_FAILED and point == lease_policy.AFTER_LEASE:
+            return  # no afterLease hook follows a failed beforeLease (as upstream): the exporter says when it is free
+        self.set_exporter_status(key, status, f"running the {point} hook of lease {lease.name}")
+
+    def set_exporter_status(self, key: ExporterKey, status: int, message: str) -> None:
+        """Record an exporter's status in this transaction, and in the picture this batch decides on."""
+        Exporters.set_status(self.conn, key, status, message)
+        if key in self.exporters:
+            self.exporters = {**self.exporters, key: dataclasses.replace(self.exporters[key], status=status,
+                                                                        status_message=message)}
 
     def find(self, name: str) -> LeaseRecord | None:
         """A lease by name: active ones from memory, ended ones from the database."""

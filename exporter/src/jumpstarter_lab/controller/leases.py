@@ -192,14 +192,21 @@ class Leases:
 
         await self.writer.submit(op)
 
-    async def release_by_exporter(self, identity: Identity, reason: str) -> None:
-        def op(batch: Batch) -> None:
-            for lease in list(batch.active.values()):
-                if (lease.state == LeaseState.GRANTED and lease.namespace == identity.namespace
-                        and lease.exporter == identity.name):
-                    batch.put(lease.ended(LeaseState.RELEASED, batch.t, reason))
+    async def report_status(self, identity: Identity, status: int, message: str, release: bool = False) -> None:
+        """What an exporter reported of itself (upstream's ReportStatus); with `release`, the lease it holds ends,
+        for the reason it gave. A queued lease may get it in the same batch, once it says it is free."""
+        key = (identity.namespace, identity.name)
 
-        await self.writer.submit(op)
+        def op(batch: Batch) -> None:
+            batch.set_exporter_status(key, status, message)
+            if not release:
+                return
+            for lease in list(batch.active.values()):
+                if lease.state == LeaseState.GRANTED and (lease.namespace, lease.exporter) == key:
+                    batch.put(lease.ended(LeaseState.RELEASED, batch.t, f"released by the exporter: {message}"
+                                          if message else "released by the exporter"))
+
+        await self.writer.submit(op, {key})
 
     async def schedule(self, exporter: ExporterKey | None = None) -> None:
         """Expire what lapsed and grant what can be granted, with the exporters read afresh: all of

@@ -106,12 +106,15 @@ def lease_message(record: LeaseRecord) -> client_pb2.Lease:
     if record.exporter:
         lease.exporter = names.exporter(record.namespace, record.exporter)
     reason = CONDITION_REASON[record.state]
+    ready = record.state == LeaseState.GRANTED and not record.waiting
     if record.state == LeaseState.QUEUED:
         message = f"waiting, position {record.position} in the queue" + (f" ({record.reason})" if record.reason else "")
+    elif record.waiting:  # granted, while its exporter's beforeLease hook prepares the board
+        reason, message = "BeforeLeaseHook", record.waiting
     else:
         message = record.reason or f"granted, epoch {record.epoch}"
-    lease.conditions.append(kubernetes_pb2.Condition(type="Ready", status="True" if record.state == LeaseState.GRANTED
-                                                     else "False", reason=reason, message=message))
+    lease.conditions.append(kubernetes_pb2.Condition(type="Ready", status="True" if ready else "False",
+                                                     reason=reason, message=message))
     if not record.active:
         lease.conditions.append(kubernetes_pb2.Condition(type="Ended", status="True", reason=reason, message=message))
     return lease

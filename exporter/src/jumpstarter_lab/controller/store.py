@@ -58,6 +58,9 @@ exporters = sa.Table(
     sa.Column("online_until", sa.Float, nullable=False, default=0.0),
     sa.Column("status", sa.Integer, nullable=False, default=0),
     sa.Column("status_message", sa.Text, nullable=False, default=""),
+    # The lease hooks it declared at Register, comma-separated (beforeLease, afterLease): the controller holds
+    # a lease's readiness and the exporter's next grant for them.
+    sa.Column("hooks", sa.Text, nullable=False, server_default=""),
 )
 
 leases = sa.Table(
@@ -104,7 +107,7 @@ dials = sa.Table(
     sa.Column("taken", sa.Boolean, nullable=False, default=False),
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one before
     2: ["ALTER TABLE leases ADD COLUMN exporter_name VARCHAR(128)",
         "ALTER TABLE leases ADD COLUMN allowed TEXT NOT NULL DEFAULT '[]'",
@@ -115,6 +118,7 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one 
     3: ["ALTER TABLE identities ADD COLUMN disabled TEXT",
         "ALTER TABLE identities ADD COLUMN disabled_ends_leases BOOLEAN NOT NULL DEFAULT FALSE",
         "ALTER TABLE leases ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'"],
+    4: ["ALTER TABLE exporters ADD COLUMN hooks TEXT NOT NULL DEFAULT ''"],
 }
 
 

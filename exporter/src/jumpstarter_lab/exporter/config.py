@@ -20,6 +20,7 @@ from ..driver import Composite, Driver, DriverContext, Proxy
 from ..driver.registry import resolve_driver
 from ..wire.documents import API_VERSION, Source, parse_yaml, read_document, validate
 from ..wire.errors import ConfigError
+from . import hooks
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,7 @@ SCHEMA = {
         "grpcOptions": {"type": ["object", "null"]},
         "description": {"type": ["string", "null"]},
         "alias": {"type": "string"},
-        # Accepted so upstream configs load unchanged; lifecycle hooks are not run by this exporter.
-        "hooks": {"type": "object"},
+        "hooks": hooks.SCHEMA,  # upstream's beforeLease/afterLease
         "failureDetection": {"type": "object"},
         "export": {"type": ["object", "null"], "additionalProperties": {"$ref": "#/$defs/entry"}},
     },
@@ -168,6 +168,7 @@ class ExporterConfig:
     description: str | None
     export: dict[str, DriverSpec]
     source: str
+    hooks: dict[str, hooks.Hook] = dataclasses.field(default_factory=dict)  # by point: beforeLease, afterLease
 
     @property
     def uuid(self) -> uuidlib.UUID:
@@ -247,11 +248,9 @@ def load_text(text: str, name: str = "<config>") -> ExporterConfig:
     metadata = data["metadata"]
     config = ExporterConfig(name=metadata["name"], namespace=metadata.get("namespace", "default"),
                             endpoint=data.get("endpoint"), token=data.get("token"), tls=data.get("tls") or {},
-                            description=data.get("description"), export=export, source=name)
+                            description=data.get("description"), export=export, source=name,
+                            hooks=hooks.parse(data.get("hooks")))
     config.build().close()  # constructors run once here so bad values fail before serving
-    if data.get("hooks"):  # not silently: a lab moving from upstream must know its boards go unprepared
-        logger.warning("%s: hooks (%s) are not run by this exporter yet: nothing prepares or cleans the board "
-                       "around a lease", name, ", ".join(sorted(map(str, data["hooks"]))))
     return config
 
 

@@ -1,8 +1,13 @@
 """Distributed mode, exporter side: register with the controller, follow its lease
-decisions, and carry each client connection from the router into the lease's session.
+decisions, run the lease hooks around each lease, and carry each client connection from
+the router into the lease's session.
 
 Every lease gets a fresh session (fresh driver instances) that ends with the lease.
-Losing the controller (restart, network) is retried with backoff, keeping identity.
+A beforeLease hook runs first, with the lease's session at $JUMPSTARTER_HOST; the
+client's connections wait for it, and the controller shows the lease ready only once
+this exporter reports LEASE_READY. An afterLease hook runs once the lease ended, before
+its session closes. Losing the controller (restart, network) is retried with backoff,
+keeping identity.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -18,11 +24,14 @@ import grpc
 import jwt
 
 from ..streams import SocketStream, forward
+from ..wire import names
 from ..wire.channels import channel_for
 from ..wire.errors import ConfigError
 from ..wire.frames import CallFrames
 from ..wire.metadata import bearer_metadata, identity_metadata
-from ..wire.protocol import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
+from ..wire.labels import HOOKS
+from ..wire.protocol import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
+from .hooks import AFTER_LEASE, BEFORE_LEASE, Hook, HookFailed
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +47,21 @@ class ControllerLink:
         self.metadata = identity_metadata(self.config.token or "", "Exporter", self.config.namespace, self.config.name)
         self._ids = itertools.count()
         self._lease: str | None = None
+        self._client = ""
         self._lease_task: asyncio.Task | None = None
+        self._before_task: asyncio.Task | None = None
+        self._ready = asyncio.Event()  # the current lease's beforeLease hook is done: connections may pass
+        self._skip_after = False  # the current lease's beforeLease hook failed: no afterLease for it (as upstream)
+        self._controller = None  # the stub of the current channel to the controller, while there is one
+        self._status: tuple[int, str] | None = None  # a hook phase under way, told again after a reconnect
+        self._stopped: asyncio.Event | None = None
+        self._fatal: HookFailed | None = None  # a hook with onFailure: exit failed: the exporter stops
 
     async def run(self, stopped: asyncio.Event, ready=None) -> None:
         if not self.config.endpoint or not self.config.token:
             raise ConfigError(f"{self.config.source}: distributed mode needs 'endpoint' and 'token' "
                               "(or serve locally with --socket / --listen)")
+        self._stopped = stopped
         backoff = 0.5
         announced = False
         while not stopped.is_set():
@@ -51,6 +69,9 @@ class ControllerLink:
                 async with channel_for(self.config.endpoint, self.config.tls) as channel:
                     controller = jumpstarter_pb2_grpc.ControllerServiceStub(channel)
                     await self._register(controller)
+                    self._controller = controller
+                    if self._status is not None:  # the controller forgets a hook phase when it registers us anew
+                        await self._report(*self._status)
                     backoff = 0.5
                     if not announced:
                         announced = True
@@ -63,6 +84,8 @@ class ControllerLink:
                                       f"{e.details()}") from None
                 logger.warning("controller %s: %s; retrying in %.1fs", self.config.endpoint,
                                e.details() or e.code().name, backoff)
+            finally:
+                self._controller = None
             if stopped.is_set():
                 break
             with contextlib.suppress(asyncio.TimeoutError):
@@ -73,6 +96,8 @@ class ControllerLink:
             async with channel_for(self.config.endpoint, self.config.tls) as channel:
                 await jumpstarter_pb2_grpc.ControllerServiceStub(channel).Unregister(
                     jumpstarter_pb2.UnregisterRequest(reason="exporter stopped"), metadata=self.metadata, timeout=3)
+        if self._fatal is not None:
+            raise HookFailed(f"{self._fatal}: the exporter stopped (onFailure: exit)")
 
     async def _register(self, controller) -> None:
         root = self.config.build()
@@ -80,6 +105,8 @@ class ControllerLink:
             reports = [d.report(parent, name) for d, parent, name in root.walk()]
         finally:
             await asyncio.to_thread(root.close)
+        if self.config.hooks:  # the controller holds a lease's readiness for them, and grants none while they run
+            reports[0].labels[HOOKS] = ",".join(self.config.hooks)
         await controller.Register(jumpstarter_pb2.RegisterRequest(labels={}, reports=reports),
                                   metadata=self.metadata, timeout=10)
         logger.info("registered with controller %s as %s/%s", self.config.endpoint, self.config.namespace,
@@ -102,8 +129,7 @@ class ControllerLink:
                 if update.leased:
                     if update.lease_name != self._lease:
                         await self._end_lease()
-                        self._lease = update.lease_name
-                        logger.info("leased to %s under %s", update.client_name, update.lease_name)
+                        self._begin_lease(update.lease_name, update.client_name)
                     if self._lease_task is None or self._lease_task.done():
                         # (Re)start listening: after a reconnect the same lease goes on, on a new channel.
                         self._lease_task = asyncio.ensure_future(self._listen(controller, update.lease_name))
@@ -114,13 +140,144 @@ class ControllerLink:
             waiter.cancel()
             status.cancel()
 
+    # --- a lease's life: beforeLease hook, connections, afterLease hook -------------------------------
+
+    def _begin_lease(self, lease: str, client: str) -> None:
+        self._lease, self._client, self._skip_after = lease, client, False
+        logger.info("leased to %s under %s", client, lease)
+        self._ready = asyncio.Event()
+        hook = self.config.hooks.get(BEFORE_LEASE)
+        if hook is None:
+            self._ready.set()
+        else:
+            self._before_task = asyncio.ensure_future(self._before_lease(hook, lease, client))
+
+    async def _before_lease(self, hook: Hook, lease: str, client: str) -> None:
+        await self._report(common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK,
+                           f"running the beforeLease hook of lease {lease}")
+        try:
+            await self._run_hook(hook, lease, client)
+        except HookFailed as e:
+            if hook.on_failure == "warn":
+                logger.warning("%s; lease %s goes on (onFailure: warn)", e, lease)
+                await self._report(common_pb2.EXPORTER_STATUS_LEASE_READY, f"ready, with a warning: {e}")
+            else:  # the client never gets the lease: its connections wait until it ends
+                logger.error("%s; lease %s ends (onFailure: %s)", e, lease, hook.on_failure)
+                self._skip_after = True
+                await self._report(common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK_FAILED, str(e), release_lease=True)
+                self._fail(e, hook)
+                return
+        else:
+            await self._report(common_pb2.EXPORTER_STATUS_LEASE_READY, "ready: the beforeLease hook succeeded")
+        self._ready.set()
+
     async def _end_lease(self) -> None:
         lease, self._lease = self._lease, None
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            self._lease_task = None
-        if lease is not None:
-            await self.exporter.sessions.end_lease(lease)  # the next lease starts with fresh drivers
+        for task in (self._lease_task, self._before_task):
+            if task is not None:  # connections end first: the afterLease hook has the board to itself
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._lease_task = self._before_task = None
+        if lease is None:
+            return
+        hook = self.config.hooks.get(AFTER_LEASE)
+        if hook is not None and not self._skip_after:
+            await self._after_lease(hook, lease)
+        elif self.config.hooks:
+            await self._report(common_pb2.EXPORTER_STATUS_AVAILABLE, "available")
+        await self.exporter.sessions.end_lease(lease)  # the next lease starts with fresh drivers
+
+    async def _after_lease(self, hook: Hook, lease: str) -> None:
+        await self._report(common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK,
+                           f"running the afterLease hook of lease {lease}")
+        try:
+            await self._run_hook(hook, lease, self._client)
+        except HookFailed as e:
+            if hook.on_failure == "warn":
+                logger.warning("%s (onFailure: warn)", e)
+                await self._report(common_pb2.EXPORTER_STATUS_AVAILABLE, f"available, with a warning: {e}")
+            else:
+                logger.error("%s; this exporter is granted to nobody until an admin runs "
+                             "'jumpstarter-lab admin enable-exporter %s' (onFailure: %s)", e, self.config.name,
+                             hook.on_failure)
+                await self._report(common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK_FAILED,
+                                   f"{e}: granted to nobody until an admin puts it back in service")
+                self._fail(e, hook)
+            return
+        await self._report(common_pb2.EXPORTER_STATUS_AVAILABLE, "available: the afterLease hook succeeded")
+
+    def _fail(self, error: HookFailed, hook: Hook) -> None:
+        if hook.on_failure == "exit" and self._stopped is not None:
+            self._fatal = error
+            self._stopped.set()
+
+    async def _run_hook(self, hook: Hook, lease: str, client: str) -> None:
+        """Run `hook` for `lease`; its output goes to this exporter's log and to the lease's LogStream."""
+        source = (common_pb2.LOG_SOURCE_BEFORE_LEASE_HOOK if hook.point == BEFORE_LEASE
+                  else common_pb2.LOG_SOURCE_AFTER_LEASE_HOOK)
+
+        def line(text: str) -> None:
+            logger.info("%s hook of lease %s: %s", hook.point, lease, text)
+            self.exporter.sessions.lease_log(lease, jumpstarter_pb2.LogStreamResponse(
+                uuid=str(self.config.uuid), severity="INFO", message=text, source=source))
+
+        logger.info("running the %s hook of lease %s: %s", hook.point, lease, " ".join(hook.argv())[:200])
+        async with self._hook_socket(lease) as path:
+            env = os.environ | {"JUMPSTARTER_HOST": str(path), "LEASE_NAME": lease, "CLIENT_NAME": client,
+                                "JMP_DRIVERS_ALLOW": "UNSAFE", "TERM": "dumb", "DEBIAN_FRONTEND": "noninteractive"}
+            env.pop("PS1", None)
+            await hook.run(env, line)
+        logger.info("the %s hook of lease %s succeeded", hook.point, lease)
+
+    @contextlib.asynccontextmanager
+    async def _hook_socket(self, lease: str):
+        """A Unix socket, private to this exporter's user, whose connections belong to the lease's session with
+        no capability restriction: the hook is the exporter's own, and prepares the board the client gets."""
+        path = self.private / f"hook-{next(self._ids)}.sock"
+        relays: set[asyncio.Task] = set()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            relays.add(asyncio.current_task())
+            outside = SocketStream(reader, writer)
+            try:
+                inside, peer = await self._session_connection(lease, {})
+                try:
+                    await forward(outside, inside)
+                finally:
+                    await inside.aclose()
+                    self.exporter.sessions.connection_closed(peer)
+            except Exception as e:  # noqa: BLE001 - one connection of the hook failing is the hook's to see
+                logger.debug("hook connection on lease %s ended: %s", lease, e)
+            finally:
+                await outside.aclose()
+                relays.discard(asyncio.current_task())
+
+        server = await asyncio.start_unix_server(relay, path=str(path))
+        try:
+            yield path
+        finally:
+            server.close()
+            for task in list(relays):
+                task.cancel()
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    async def _report(self, status: int, message: str, release_lease: bool = False) -> None:
+        """Tell the controller this exporter's status (upstream's ReportStatus); kept to tell again after a
+        reconnect while a hook phase is under way. A controller out of reach is logged, never waited for long."""
+        settled = (common_pb2.EXPORTER_STATUS_AVAILABLE, common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK_FAILED)
+        self._status = None if status in settled else (status, message)
+        if self._controller is None:
+            return
+        request = jumpstarter_pb2.ReportStatusRequest(status=status, message=message)
+        if release_lease:
+            request.release_lease = True
+        try:
+            await self._controller.ReportStatus(request, metadata=self.metadata, timeout=10)
+        except grpc.aio.AioRpcError as e:
+            logger.warning("reporting %s to the controller: %s", names.status_name(status),
+                           e.details() or e.code().name)
 
     async def _listen(self, controller, lease: str) -> None:
         bridges: set[asyncio.Task] = set()
@@ -136,25 +293,33 @@ class ControllerLink:
             for task in bridges:
                 task.cancel()
 
-    async def _bridge(self, lease: str, endpoint: str, token: str) -> None:
-        """One client connection: router stream <-> a connection into the lease's session."""
-        claims = jwt.decode(token, options={"verify_signature": False})  # it came from the controller we trust
-        if claims.get("lease") not in (None, lease):
-            logger.warning("router token for lease %s arrived on lease %s; ignored", claims.get("lease"), lease)
-            return
+    async def _session_connection(self, lease: str, capabilities: dict) -> tuple[SocketStream, str]:
+        """A connection into the lease's session, with `capabilities`; and its peer name."""
         name = self.private / f"r{next(self._ids)}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(name))
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, str(self.backend))
+        except BaseException:
+            sock.close()
+            raise
         finally:
             with contextlib.suppress(OSError):
                 name.unlink()
         peer = f"unix:{name}"
-        self.exporter.sessions.bind(peer, lease, claims.get("capabilities") or {})
+        self.exporter.sessions.bind(peer, lease, capabilities)
         reader, writer = await asyncio.open_unix_connection(sock=sock)
-        local = SocketStream(reader, writer)
+        return SocketStream(reader, writer), peer
+
+    async def _bridge(self, lease: str, endpoint: str, token: str) -> None:
+        """One client connection: router stream <-> a connection into the lease's session."""
+        claims = jwt.decode(token, options={"verify_signature": False})  # it came from the controller we trust
+        if claims.get("lease") not in (None, lease):
+            logger.warning("router token for lease %s arrived on lease %s; ignored", claims.get("lease"), lease)
+            return
+        await self._ready.wait()  # the beforeLease hook prepares the board first
+        local, peer = await self._session_connection(lease, claims.get("capabilities") or {})
         try:
             async with channel_for(endpoint, self.config.tls) as channel:
                 call = router_pb2_grpc.RouterServiceStub(channel).Stream(metadata=bearer_metadata(token))

@@ -51,7 +51,7 @@ class ExporterServicer:
         what = f"{request.method}()"
         try:
             driver = session.driver(request.uuid)
-            session.check_allowed(request.uuid, request.method)
+            session.check_allowed(request.uuid, request.method, context.peer())
             result = await driver.call(request.method, [call_values.decode(a) for a in request.args])
             return jumpstarter_pb2.DriverCallResponse(uuid=str(uuidlib.uuid4()), result=call_values.encode(result))
         except Exception as e:
@@ -62,7 +62,7 @@ class ExporterServicer:
         what = f"{request.method}()"
         try:
             driver = session.driver(request.uuid)
-            session.check_allowed(request.uuid, request.method)
+            session.check_allowed(request.uuid, request.method, context.peer())
             async for item in driver.streaming_call(request.method, [call_values.decode(a) for a in request.args]):
                 yield jumpstarter_pb2.StreamingDriverCallResponse(uuid=str(uuidlib.uuid4()),
                                                                   result=call_values.encode(item))
@@ -80,7 +80,7 @@ class ExporterServicer:
         is_driver_stream = isinstance(request, handles.DriverStreamRequest)
         what = f"stream {request.method}" if is_driver_stream else "resource stream"
         try:
-            session.check_allowed(request.uuid, request.method if is_driver_stream else "resource")
+            session.check_allowed(request.uuid, request.method if is_driver_stream else "resource", context.peer())
             if is_driver_stream:
                 async with driver.open_stream(request.method) as stream:
                     await context.send_initial_metadata(())
@@ -114,7 +114,7 @@ class ExporterServicer:
         try:  # a reset acts on every driver (a Ykush's switches its ports' power): each must be allowed
             for uuid in session.drivers:
                 if uuid != str(session.root.uuid):
-                    session.check_allowed(uuid, "reset")
+                    session.check_allowed(uuid, "reset", context.peer())
             await asyncio.to_thread(session.root.reset)
         except Exception as e:
             await _abort(context, e, "reset")

@@ -35,7 +35,9 @@ class Session:
     drivers: dict[str, Driver] = field(init=False)
     peers: set[str] = field(default_factory=set)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
-    capabilities: dict = field(default_factory=dict)
+    # Each connection's capability restrictions (its lease's client's): a session outlives the connection
+    # that started it, and a hook's connections share the session of a client's lease with no restriction.
+    capabilities: dict[str, dict] = field(default_factory=dict)
     paths: dict[str, str] = field(init=False)
     linger_task: asyncio.Task | None = None
     closed: bool = False
@@ -47,9 +49,9 @@ class Session:
             prefix = self.paths.get(str(parent.uuid), "") if parent is not None else None
             self.paths[str(driver.uuid)] = "" if prefix is None else (f"{prefix}.{name}" if prefix else name)
 
-    def check_allowed(self, uuid: str, method: str) -> None:
-        """Capability restrictions of a lease: `methods` lists fnmatch patterns of DRIVER.METHOD."""
-        allowed = self.capabilities.get("methods")
+    def check_allowed(self, uuid: str, method: str, peer: str) -> None:
+        """Capability restrictions of the connection `peer`: `methods` lists fnmatch patterns of DRIVER.METHOD."""
+        allowed = self.capabilities.get(peer, {}).get("methods")
         target = f"{self.paths.get(uuid, '?')}.{method}"
         if allowed and not any(fnmatch.fnmatchcase(target, pattern) for pattern in allowed):
             raise PermissionError(f"this lease may not call {target} (allowed: {', '.join(allowed)})")
@@ -101,8 +103,16 @@ class SessionManager:
     def for_context(self, context: grpc.aio.ServicerContext) -> Session:
         """The session an RPC belongs to, started by its first RPC."""
         self._loop = asyncio.get_running_loop()
-        peer = context.peer()
         key, capabilities = self._key(context)
+        session = self._open(key)
+        if session.linger_task:
+            session.linger_task.cancel()
+            session.linger_task = None
+        session.peers.add(context.peer())
+        session.capabilities[context.peer()] = capabilities
+        return session
+
+    def _open(self, key: tuple) -> Session:
         session = self._sessions.get(key)
         if session is None:
             self._ended_by_client.discard(key)
@@ -112,14 +122,16 @@ class SessionManager:
             except BaseException:
                 driver_context.close()
                 raise
-            session = Session(key=key, root=root, context=driver_context, capabilities=capabilities)
+            session = Session(key=key, root=root, context=driver_context)
             self._sessions[key] = session
             logger.info("session %s started", key[1])
-        if session.linger_task:
-            session.linger_task.cancel()
-            session.linger_task = None
-        session.peers.add(peer)
         return session
+
+    def lease_log(self, lease: str, entry: jumpstarter_pb2.LogStreamResponse) -> None:
+        """Put `entry` on the LogStream of the lease's session (started now if it was not): a hook's output
+        reaches the client that connects after it ran."""
+        self._loop = asyncio.get_running_loop()
+        self._open(("lease", lease)).log.append(entry)
 
     def bind(self, peer: str, lease: str, capabilities: dict) -> None:
         """Connections from `peer` belong to the session of `lease` (distributed mode)."""
@@ -149,6 +161,7 @@ class SessionManager:
             if peer not in session.peers:
                 continue
             session.peers.discard(peer)
+            session.capabilities.pop(peer, None)
             if session.peers or session.key[0] == "lease":  # a lease's session ends with the lease
                 continue
             if session.key[0] == "connection":

@@ -8,6 +8,7 @@ the same names to its classes through the `jumpstarter_lab.clients` entry points
 CLIENT = "jumpstarter.dev/client"  # which client class a driver wants
 NAME = "jumpstarter.dev/name"  # a driver's name under its parent, and an exporter's own name
 READ_ONLY = "jumpstarter.lab/read-only"  # comma-separated methods that change nothing (ours; upstream ignores it)
+HOOKS = "jumpstarter.lab/hooks"  # on the root report at Register: the lease hooks an exporter runs (ours)
 
 COMPOSITE = "jumpstarter_driver_composite.client.CompositeClient"
 PROXY = "jumpstarter_driver_composite.client.ProxyClient"
