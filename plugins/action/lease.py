@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 from ansible.errors import AnsibleActionFail
 
@@ -42,6 +43,7 @@ class ActionModule(JumpstarterAction):
 
     def _acquire(self, config: str | None, held: str, exporter: str | None, args: dict) -> dict:
         what = f"leasing {exporter or args['selector']}"
+        begin = _time(args["begin_time"]) if args["begin_time"] else None
 
         async def work(client):
             if held:  # keep a lease this host holds already, if the controller still grants it
@@ -63,9 +65,11 @@ class ActionModule(JumpstarterAction):
                 return would
             before = await self._holding(client, exporter) if self._task.diff else ""
             tags = {str(key): str(value) for key, value in args["tags"].items()}
-            status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter, tags)
+            status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter, tags,
+                                               begin)
+            ahead = max(0.0, begin - time.time()) if begin is not None else 0.0
             try:
-                status = await client.wait_ready(status.name, args["acquisition_timeout"])
+                status = await client.wait_ready(status.name, args["acquisition_timeout"] + ahead)
             except BaseException:
                 await client.release(status.name)  # do not leave a request waiting in the queue
                 raise
@@ -115,3 +119,12 @@ def _held(status) -> str:
     until = "" if status.ends is None else " until " + datetime.datetime.fromtimestamp(
         status.ends, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"lease: {status.name}{until}\nexporter: {status.exporter} (leased by this client)\n"
+
+
+def _time(text: str) -> float:
+    """begin_time, ISO 8601 (local time without a zone), as seconds since the epoch."""
+    try:
+        return datetime.datetime.fromisoformat(str(text).strip()).timestamp()
+    except ValueError:
+        raise AnsibleActionFail(f"lease: begin_time '{text}' is not a date and time: write it as ISO 8601, e.g. "
+                                "2026-12-24T08:00:00Z") from None

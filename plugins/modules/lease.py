@@ -59,6 +59,13 @@ options:
       - Defaults to 300, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_WAIT)).
     type: int
     aliases: [timeout]
+  begin_time:
+    description:
+      - A reservation, upstream's C(begin_time) - the lease is granted no earlier than this time, and queued as if
+        asked for then.
+      - ISO 8601, e.g. C(2026-12-24T08:00:00Z), or local time without a zone.
+      - The task waits for it; O(acquisition_timeout) counts from then.
+    type: str
   name:
     description: With O(state=absent), the lease to release. Defaults to the host's C(jumpstarter_lease).
     type: str

@@ -71,7 +71,8 @@ leases:
   type: list
   elements: dict
   sample: [{"name": "0d42efcd-a7f3-467c-93b7-0f21d3c91724", "state": "ready", "exporter": "rack1-board1",
-            "message": "granted, epoch 1", "tags": {"ci-job": "1234"}, "ends": 1796300000.0}]
+            "message": "granted, epoch 1", "tags": {"ci-job": "1234"}, "ends": 1796300000.0,
+            "begins": 1796298200.0}]
   contains:
     name:
       description: The lease's name.
@@ -86,7 +87,9 @@ leases:
       type: str
       sample: rack1-board1
     message:
-      description: Its place in the queue while it waits, C(granted, epoch N), or why it ended.
+      description:
+        - Its place in the queue while it waits, C(reserved from TIME) before its reservation begins,
+          what its exporter prepares (its beforeLease hook) before it is ready, C(granted, epoch N), or why it ended.
       type: str
       sample: granted, epoch 1
     tags:
@@ -97,4 +100,8 @@ leases:
       description: When it ends at the latest (seconds since the epoch; null while it waits).
       type: float
       sample: 1796300000.0
+    begins:
+      description: When it may be granted from (seconds since the epoch), when it was asked for, or when its reservation begins.
+      type: float
+      sample: 1796298200.0
 """

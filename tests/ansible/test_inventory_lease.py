@@ -4,9 +4,11 @@ runs on its console through the router and gives it back."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -367,3 +369,28 @@ def test_info_modules_report_exporters_and_leases_in_check_mode_too(lab_inventor
     assert (lease["state"], lease["exporter"], lease["tags"]) == ("ready", "sim2", {"purpose": "info-test"}), lease
     assert named["leases"] == [lease | {"message": named["leases"][0]["message"]}], named
     assert [(e["name"], e["state"]) for e in ended["leases"]] == [(lease["name"], "ended")], ended
+
+
+def test_a_reserved_lease_is_waited_for_and_granted_at_its_time(lab_inventory):
+    lab, inventory, ansible = lab_inventory
+    playbook = ansible.workdir / "reserve.yml"
+    playbook.write_text("""
+- hosts: sim1
+  gather_facts: false
+  tasks:
+    - jumpstarter.lab.lease: {begin_time: "{{ reserve_at }}", acquisition_timeout: 30}
+    - jumpstarter.lab.lease_info: {name: "{{ jumpstarter_lease }}"}
+    - jumpstarter.lab.lease: {state: absent}
+    - jumpstarter.lab.lease: {begin_time: "at eight", acquisition_timeout: 1}
+      ignore_errors: true
+""")
+    begin = time.time() + 4
+    at = datetime.datetime.fromtimestamp(begin, datetime.UTC).isoformat()
+    played = run(ansible, str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "-e",
+                 f"reserve_at={at}")
+    results = [task["hosts"]["sim1"] for task in json.loads(played.stdout)["plays"][0]["tasks"]]
+    assert results[0]["changed"] is True and results[0]["exporter"] == "sim1", results[0]
+    (held,) = results[1]["leases"]
+    assert held["state"] == "ready" and held["ends"] - 1800 >= begin - 0.5, held  # granted at its time
+    assert abs(held["begins"] - begin) < 1
+    assert results[3]["failed"] is True and "begin_time 'at eight' is not a date and time" in results[3]["msg"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import signal
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -382,6 +384,45 @@ def test_leases_carry_their_clients_tags_and_are_found_by_them(lab):
     assert malformed.returncode == 1 and "invalid label selector term 'a=b=c'" in malformed.stderr, malformed.stderr
     no_value = cli("lease", "create", "-l", "board=mock", "--tag", "team", "--client-config", config)
     assert no_value.returncode == 1 and "tag 'team' should be KEY=VALUE" in no_value.stderr, no_value.stderr
+
+
+def test_a_reservation_is_granted_at_its_time_and_queued_as_if_asked_for_then(lab):
+    for name in ("alice", "bob", "carol"):
+        lab.client(name)
+    lab.exporter("bench1", "board=mock")
+    lab.exporter("bench2", "board=spare")
+
+    def lease(who: str, *args: str) -> dict:
+        result = cli("lease", *args, "-o", "json", "--client-config", str(lab.workdir / f"{who}.yaml"))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)[0] if args[0] == "create" else json.loads(result.stdout)
+
+    def at(seconds: float) -> str:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()
+
+    # A reservation of a free board waits for its time, then is granted.
+    begin = time.time() + 4
+    spare = lease("alice", "create", "-l", "board=spare", "--begin-time", at(begin))
+    assert spare["state"] == "waiting" and spare["message"].startswith("reserved from "), spare
+    assert abs(spare["begins"] - begin) < 1
+    granted = wait_for(lambda: (r := lease("alice", "list")[0])["state"] == "ready" and r, 30, "the reservation")
+    assert granted["ends"] - 1800 >= begin - 0.5  # granted at its time, not before
+
+    # Held by bob past a reservation's time, the board goes to the reservation before carol, who asked after it.
+    begin = time.time() + 3
+    reserved = lease("alice", "create", "-l", "board=mock", "--begin-time", at(begin), "--duration", "10m")
+    held = lease("bob", "create", "-l", "board=mock")  # not held back for a reservation still to come
+    assert held["state"] == "ready" and held["exporter"] == "bench1", held
+    wait_for(lambda: time.time() > begin + 0.5, 10, "the reservation's time")
+    late = lease("carol", "create", "-l", "board=mock", "--acquisition-timeout", "0")
+    assert late["message"] == "waiting, position 2 in the queue", late
+    assert cli("lease", "release", held["name"], "--client-config", str(lab.workdir / "bob.yaml")).returncode == 0
+    wait_for(lambda: {r["name"]: r["state"] for r in lease("alice", "list")}.get(reserved["name"]) == "ready", 30,
+             "the reservation granted")
+    assert lease("carol", "list")[0]["message"] == "waiting, position 1 in the queue"
+    bad = cli("lease", "create", "-l", "board=mock", "--begin-time", "tomorrow at 8", "--client-config",
+              str(lab.workdir / "carol.yaml"))
+    assert bad.returncode == 2 and "'tomorrow at 8' is not a date and time" in bad.stderr, bad.stderr
 
 
 def test_a_lease_is_extended_shortened_and_handed_to_another_client(lab):

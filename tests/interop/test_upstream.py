@@ -3,6 +3,7 @@ controller, our client against its exporter), and its protocol descriptors."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -189,5 +190,13 @@ def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_pat
         jmp("delete", "lease", lease)
         assert lease not in jmp("get", "leases")
         wait_for(lambda: hooked.read_text() == "before alice\nafter\n", 30, "the afterLease hook")
+        # A reservation with upstream's --begin-time: queued for its time, not granted before it.
+        begin = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        later = jmp("create", "lease", "-l", "board=mock", "--begin-time", begin.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "--duration", "10m", "-o", "name").strip()
+        ours = json.loads(cli("lease", "list", "-o", "json", "--client-config", str(tmp_path / "alice.yaml")).stdout)
+        assert [(r["name"], r["state"], r["message"][:14]) for r in ours] == [(later, "waiting", "reserved from ")]
+        assert abs(ours[0]["begins"] - begin.timestamp()) < 1, ours
+        jmp("delete", "lease", later)
     finally:
         lab.stop()

@@ -220,3 +220,19 @@ def test_an_exporter_whose_hook_runs_or_failed_is_not_granted_and_its_lease_not_
     # An exporter that hangs in its hook never keeps the lease from ending: the clock rules as ever.
     assert policy.expiry(held.renewed(T + 690), preparing, T + 700) == policy.DURATION_ENDED
     assert held.ended(LeaseState.EXPIRED, T, "x").waiting == ""
+
+
+def test_a_reservation_waits_for_its_time_and_then_queues_as_if_asked_for_then():
+    board = {("default", "b1"): ExporterSeen({}, online_until=T + 1000)}
+    reservation = dataclasses.replace(lease("reserved", at=0), begin_at=T + 60)
+    assert policy.grants([reservation], board, T) == []  # the board stays free for others meanwhile
+    assert names(policy.grants([reservation, lease("now", at=50)], board, T)) == [("now", "b1")]
+    at_its_time = T + 60
+    asked_before = lease("before", at=150)  # asked for at T + 50, before the reservation's time
+    asked_after = lease("after", at=170)  # at T + 70, after it
+    assert names(policy.grants([asked_after, reservation, asked_before], board, at_its_time + 20)) == [
+        ("before", "b1")]
+    assert names(policy.grants([asked_after, reservation], board, at_its_time + 20)) == [("reserved", "b1")]
+    # It lives for its ttl from its beginning, however early it was made, and renewing keeps that.
+    assert reservation.renewed(T).alive_until == T + 60 + reservation.ttl
+    assert reservation.renewed(T + 100).alive_until == T + 100 + reservation.ttl

@@ -75,6 +75,7 @@ def test_lease_spec_is_its_documentation(modules):
         "acquisition_timeout": {"type": "int", "aliases": ["timeout"]},
         "name": {"type": "str"},
         "tags": {"type": "dict", "default": {}},
+        "begin_time": {"type": "str"},
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import math
 import re
 import signal
@@ -129,6 +130,16 @@ def connection_environment(args) -> dict[str, str]:
 
 def add_client_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-config", help="client config file (default: $JMP_CLIENT_CONFIG)")
+
+
+def parse_time(text: str) -> float:
+    """ISO 8601 date and time (`2026-12-24T08:00:00Z`, `2026-12-24 08:00`; local time without a zone) -> seconds
+    since the epoch, as upstream's --begin-time takes it."""
+    try:
+        return datetime.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date and time: write it as ISO 8601, e.g. "
+                                         "2026-12-24T08:00:00Z") from None
 
 
 def add_lease_options(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ from .common import (
     add_lease_options,
     add_output_option,
     parse_duration,
+    parse_time,
     print_records,
     with_signals,
 )
@@ -209,8 +210,8 @@ def cmd_lease_create(args) -> int:
         if not args.selector and not args.exporter:
             raise DriverInvalidArgument("lease create needs --selector or --exporter")
         status = await client.create_lease(args.selector or "", args.duration, args.ttl, args.exporter,
-                                           _labels(args.tag, "tag"))
-        if args.acquisition_timeout:
+                                           _labels(args.tag, "tag"), args.begin_time)
+        if args.acquisition_timeout and args.begin_time is None:  # a reservation is made, not waited for
             try:
                 status = await client.wait_ready(status.name, args.acquisition_timeout, _print_position)
             except BaseException:
@@ -327,6 +328,9 @@ def add_parsers(sub) -> None:
     create.add_argument("--selector", "-l", help="labels the exporter must have, e.g. board=rpi4")
     create.add_argument("--exporter", help="the exporter to lease, by name")
     add_lease_options(create)
+    create.add_argument("--begin-time", type=parse_time, metavar="TIME",
+                        help="reserve it from this time on (ISO 8601, e.g. 2026-12-24T08:00:00Z; local time without "
+                             "a zone): it is queued as if asked for then, and lease create returns at once")
     create.add_argument("--tag", action="append", metavar="KEY=VALUE",
                         help="a tag of yours on the lease, to find it again with lease list --tag-filter (repeatable)")
     add_output_option(create)

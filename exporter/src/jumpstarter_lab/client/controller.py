@@ -23,6 +23,7 @@ class LeaseStatus:
     exporter: str | None
     message: str
     ends: float | None = None  # when a granted lease ends at the latest (seconds since the epoch)
+    begins: float | None = None  # when it may be granted from: asked for then, or its reservation begins
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -35,6 +36,7 @@ def _status(lease: client_pb2.Lease) -> LeaseStatus:
                        exporter=names.short(lease.exporter) if lease.HasField("exporter") else None,
                        message=(ready.message if ready else ""),
                        ends=lease.end_time.ToSeconds() if lease.HasField("end_time") else None,
+                       begins=lease.begin_time.ToSeconds() if lease.HasField("begin_time") else None,
                        tags=dict(lease.tags))
 
 
@@ -49,7 +51,7 @@ def lease_record(status: LeaseStatus) -> dict:
     """A lease as listings show it (the CLI's -o json|yaml, the lease_info module)."""
     return {"name": status.name, "state": "ready" if status.ready else "ended" if status.ended else "waiting",
             "exporter": status.exporter, "message": status.message, "tags": dict(sorted(status.tags.items())),
-            "ends": status.ends}
+            "ends": status.ends, "begins": status.begins}
 
 
 class ControllerClient:
@@ -90,12 +92,14 @@ class ControllerClient:
 
     async def create_lease(self, selector: str, duration: float = defaults.LEASE_DURATION,
                            ttl: float = defaults.LEASE_TTL, exporter: str | None = None,
-                           tags: dict[str, str] | None = None) -> LeaseStatus:
+                           tags: dict[str, str] | None = None, begin_time: float | None = None) -> LeaseStatus:
         """Ask for a lease on an exporter matching `selector` (and named `exporter`, when given), with the
-        client's own `tags` on it."""
+        client's own `tags` on it; from `begin_time` (seconds since the epoch) on, a reservation, when given."""
         lease = client_pb2.Lease(selector=selector, tags=tags or {})
         if exporter:
             lease.exporter_name = exporter
+        if begin_time is not None:
+            lease.begin_time.FromNanoseconds(int(begin_time * 1e9))
         lease.duration.FromSeconds(int(duration))
         status = _status(await self._call("create lease", self.clients.CreateLease,
                                           client_pb2.CreateLeaseRequest(parent=self.parent, lease=lease),

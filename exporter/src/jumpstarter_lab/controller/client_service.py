@@ -66,8 +66,9 @@ class ClientServicer:
         if request.lease_id:
             names.check(request.lease_id, "lease_id")
         exporter = names.short(lease.exporter_name) if lease.HasField("exporter_name") else None
+        begin_at = lease.begin_time.ToNanoseconds() / 1e9 if lease.HasField("begin_time") else None
         record = await self.leases.create(identity, lease.selector, duration, ttl, 0, request.lease_id or None,
-                                          exporter or None, dict(lease.tags))
+                                          exporter or None, dict(lease.tags), begin_at)
         return lease_message(record)
 
     @rpc("client")

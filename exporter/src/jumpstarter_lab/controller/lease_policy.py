@@ -87,8 +87,8 @@ def wants(lease: LeaseRecord, exporter: str, labels: dict) -> bool:
 
 
 def queue_order(lease: LeaseRecord) -> tuple[int, float]:
-    """Higher priority first, then first come, first served."""
-    return -lease.priority, lease.requested_at
+    """Higher priority first, then first come, first served (a reservation comes at its beginning)."""
+    return -lease.priority, lease.queued_at
 
 
 def expiry(lease: LeaseRecord, exporters: Mapping[ExporterKey, ExporterSeen], t: float,
@@ -127,7 +127,8 @@ def grants(leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, Export
     gets the first free, online exporter of its namespace that it wants and its client may lease.
     No exporter is given twice, nor one a granted lease holds."""
     leases = list(leases)
-    queued = sorted((lease for lease in leases if lease.state == LeaseState.QUEUED), key=queue_order)
+    queued = sorted((lease for lease in leases if lease.state == LeaseState.QUEUED and lease.queued_at <= t),
+                    key=queue_order)
     if not queued:
         return []
     busy = {(lease.namespace, lease.exporter) for lease in leases if lease.state == LeaseState.GRANTED}

@@ -52,6 +52,7 @@ class LeaseRecord:
     exporter_name: str | None = None  # the one exporter asked for by name, if any
     allowed: tuple[str, ...] = ()  # exporter selectors the client may lease; empty: any
     tags: tuple[tuple[str, str], ...] = ()  # the client's (key, value) tags, sorted: what `tag_filter` selects on
+    begin_at: float | None = None  # a reservation: granted no earlier than this, queued as if asked for then
     position: int | None = None  # 1-based place in the queue, for queued leases (shown, never stored)
     waiting: str = ""  # why a granted lease is not ready yet: its exporter prepares the board (shown, never stored)
 
@@ -70,9 +71,14 @@ class LeaseRecord:
         """Released or expired, at `t`, for `reason`."""
         return self._move(state, ended_at=t, reason=reason)
 
+    @property
+    def queued_at(self) -> float:
+        """Its place in the queue: when it was asked for, or when its reservation begins."""
+        return self.begin_at if self.begin_at is not None else self.requested_at
+
     def renewed(self, t: float) -> LeaseRecord:
-        """Kept alive for another ttl from `t` (no change of state)."""
-        return dataclasses.replace(self, alive_until=t + self.ttl)
+        """Kept alive for another ttl from `t`, or from its reservation's beginning (no change of state)."""
+        return dataclasses.replace(self, alive_until=max(t, self.begin_at or t) + self.ttl)
 
     def _move(self, state: LeaseState, **changes) -> LeaseRecord:
         if state not in TRANSITIONS[self.state]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import time
 import uuid
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ from .store import Store
 
 # Seconds a lease lives unrenewed when its client promised no ttl (upstream's clients send none).
 SILENT_CLIENT_TTL = 30.0
+MAX_RESERVATION_AHEAD = 90 * 86400.0  # seconds: how far ahead a lease may be reserved
 
 
 def _refuse_forbidden(lease: LeaseRecord, batch: Batch) -> None:
@@ -107,9 +109,10 @@ class Leases:
 
     async def create(self, identity: Identity, selector: str, duration: float, ttl: float = SILENT_CLIENT_TTL,
                      priority: int = 0, name: str | None = None, exporter_name: str | None = None,
-                     tags: dict[str, str] | None = None) -> LeaseRecord:
+                     tags: dict[str, str] | None = None, begin_at: float | None = None) -> LeaseRecord:
         """Queue a lease for an exporter matching `selector` (and named `exporter_name`, when given)
-        and grant it at once when one is free. `tags` are the client's own, for finding its leases again."""
+        and grant it at once when one is free. `tags` are the client's own, for finding its leases again.
+        `begin_at`: a reservation, granted no earlier than that and queued as if asked for then."""
         selectors.parse(selector)  # reject a malformed selector before it queues
         tags = check_tags(tags or {})
         if duration <= 0:
@@ -118,6 +121,8 @@ class Leases:
             raise DriverInvalidArgument(f"lease keepalive ttl must be between 0 and {defaults.MAX_LEASE_TTL:g} seconds")
         named = bool(name)
         name = name or str(uuid.uuid4())
+        if begin_at is not None and begin_at - time.time() > MAX_RESERVATION_AHEAD:
+            raise DriverInvalidArgument(f"a lease may be reserved at most {MAX_RESERVATION_AHEAD / 86400:g} days ahead")
         wanted = (identity.namespace, exporter_name)
 
         def op(batch: Batch) -> LeaseRecord:
@@ -129,7 +134,9 @@ class Leases:
                                 exporter=None, state=LeaseState.QUEUED, requested_at=batch.t, granted_at=None,
                                 ended_at=None, duration=duration, ttl=ttl, alive_until=batch.t + ttl, epoch=0,
                                 reason="", priority=priority, exporter_name=exporter_name,
-                                allowed=identity.allowed_exporters, tags=tuple(sorted(tags.items())))
+                                allowed=identity.allowed_exporters, tags=tuple(sorted(tags.items())),
+                                begin_at=begin_at if begin_at is not None and begin_at > batch.t else None)
+            lease = lease.renewed(batch.t)  # a reservation lives for its ttl from its beginning
             _refuse_forbidden(lease, batch)
             batch.put(lease, new=True)
             return lease

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import inspect
 import logging
@@ -97,7 +98,7 @@ def lease_message(record: LeaseRecord) -> client_pb2.Lease:
     lease.duration.FromSeconds(int(record.duration))
     held = (record.ended_at or now()) - record.granted_at if record.granted_at else 0
     lease.effective_duration.FromSeconds(int(held))
-    lease.begin_time.CopyFrom(timestamp(record.requested_at))
+    lease.begin_time.CopyFrom(timestamp(record.queued_at))
     if record.granted_at:
         lease.effective_begin_time.CopyFrom(timestamp(record.granted_at))
         lease.end_time.CopyFrom(timestamp(record.end_time))
@@ -107,7 +108,10 @@ def lease_message(record: LeaseRecord) -> client_pb2.Lease:
         lease.exporter = names.exporter(record.namespace, record.exporter)
     reason = CONDITION_REASON[record.state]
     ready = record.state == LeaseState.GRANTED and not record.waiting
-    if record.state == LeaseState.QUEUED:
+    if record.state == LeaseState.QUEUED and record.queued_at > now():
+        begins = datetime.datetime.fromtimestamp(record.queued_at, datetime.UTC).isoformat(timespec="seconds")
+        message = f"reserved from {begins.replace('+00:00', 'Z')}"
+    elif record.state == LeaseState.QUEUED:
         message = f"waiting, position {record.position} in the queue" + (f" ({record.reason})" if record.reason else "")
     elif record.waiting:  # granted, while its exporter's beforeLease hook prepares the board
         reason, message = "BeforeLeaseHook", record.waiting

@@ -87,6 +87,7 @@ leases = sa.Table(
     # The lease clock value of the transaction that last wrote the row: replicas read what changed.
     sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("tags", sa.Text, nullable=False, server_default="{}"),  # the client's tags (JSON object)
+    sa.Column("begin_at", sa.Float, nullable=True),  # a reservation: granted no earlier (upstream's begin_time)
     sa.Index("one_grant_per_exporter", "namespace", "exporter", unique=True,
              sqlite_where=sa.text("state = 'granted'"), postgresql_where=sa.text("state = 'granted'")),
     sa.Index("leases_by_state", "state", "priority", "requested_at"),
@@ -107,7 +108,7 @@ dials = sa.Table(
     sa.Column("taken", sa.Boolean, nullable=False, default=False),
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one before
     2: ["ALTER TABLE leases ADD COLUMN exporter_name VARCHAR(128)",
         "ALTER TABLE leases ADD COLUMN allowed TEXT NOT NULL DEFAULT '[]'",
@@ -119,6 +120,7 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one 
         "ALTER TABLE identities ADD COLUMN disabled_ends_leases BOOLEAN NOT NULL DEFAULT FALSE",
         "ALTER TABLE leases ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'"],
     4: ["ALTER TABLE exporters ADD COLUMN hooks TEXT NOT NULL DEFAULT ''"],
+    5: ["ALTER TABLE leases ADD COLUMN begin_at FLOAT"],
 }
 
 
