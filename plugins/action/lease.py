@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import time
 
 from ansible.errors import AnsibleActionFail
@@ -31,7 +32,7 @@ class ActionModule(JumpstarterAction):
         config = self.client_config(args, task_vars)
         held = host("jumpstarter_lease") or ""
         if args["state"] == "absent":
-            return self._release(config, args["name"] or held)
+            return self._release(config, args["name"] or held, args["console_log"])
         exporter = args["exporter"] or self._templar.template(task_vars.get("jumpstarter_exporter"))
         if not exporter and not args["selector"]:
             raise AnsibleActionFail("lease: name an exporter or a selector (the host has no jumpstarter_exporter "
@@ -66,7 +67,7 @@ class ActionModule(JumpstarterAction):
             before = await self._holding(client, exporter) if self._task.diff else ""
             tags = {str(key): str(value) for key, value in args["tags"].items()}
             status = await client.create_lease(args["selector"], args["duration"], args["ttl"], exporter, tags,
-                                               begin)
+                                               begin, args["priority"])
             ahead = max(0.0, begin - time.time()) if begin is not None else 0.0
             try:
                 status = await client.wait_ready(status.name, args["acquisition_timeout"] + ahead)
@@ -95,23 +96,38 @@ class ActionModule(JumpstarterAction):
         state = names.status_name(found[0].status) if found else "not visible to this client"
         return f"lease: none\nexporter: {exporter} ({state})\n"
 
-    def _release(self, config: str | None, name: str) -> dict:
+    def _release(self, config: str | None, name: str, console_log: str | None) -> dict:
         gone = {"changed": False, "lease": "", "ansible_facts": {"jumpstarter_lease": ""}}
         if not name:
             return gone
 
         async def work(client):
             current = await client.get_lease(name)
-            if current.ended:
-                return False
-            if not self._task.check_mode:
+            if not current.ended and not self._task.check_mode:
                 await client.release(name)
-            if self._task.diff:
+            if not current.ended and self._task.diff:
                 gone["diff"] = {"before": _held(current), "after": "lease: none\n"}
-            return True
+            if console_log and not self._task.check_mode:
+                await self._save_console_log(client, name, console_log, gone)
+            return not current.ended
 
         gone["changed"] = with_controller(config, work, f"releasing lease {name}")
         return gone
+
+    @staticmethod
+    async def _save_console_log(client, name: str, path: str, result: dict) -> None:
+        from jumpstarter_lab.wire.errors import DriverError
+
+        try:
+            data = await client.console_log(name, wait=60)
+        except DriverError as e:
+            result.setdefault("warnings", []).append(f"lease {name} was given back without its console log: {e}")
+            return
+        target = os.path.expanduser(path)
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(data)
+        result.update(console_log=target, console_log_bytes=len(data))
 
 
 def _held(status) -> str:

@@ -59,6 +59,21 @@ options:
       - Defaults to 300, the client library's default (C(jumpstarter_lab.wire.defaults.LEASE_WAIT)).
     type: int
     aliases: [timeout]
+  priority:
+    description:
+      - The new lease's place in the queue - a higher priority is granted first, then first come, first served.
+      - Above 0 only as far as the client's capabilities allow (C(jumpstarter-lab admin create-client --max-priority));
+        anyone may go below 0, to wait behind the rest. The CLI's C(--priority).
+    type: int
+    default: 0
+  console_log:
+    description:
+      - With O(state=absent), save the lease's console log here once it ended (a path on the Ansible controller;
+        missing directories are made). It holds what the board's consoles printed during the whole lease, one
+        timestamped line at a time, as its exporter recorded it, watched or not.
+      - The task waits up to 60 seconds for the exporter to hand it in, and warns if it never does (a board with
+        no console has none). The lease is given back either way.
+    type: path
   begin_time:
     description:
       - A reservation, upstream's C(begin_time) - the lease is granted no earlier than this time, and queued as if
@@ -116,9 +131,10 @@ EXAMPLES = r"""
       ansible.builtin.command: uname -a
       changed_when: false
 
-    - name: Give the board back
+    - name: Give the board back, keeping what its console printed next to the playbook
       jumpstarter.lab.lease:
         state: absent
+        console_log: "{{ playbook_dir }}/console-logs/{{ inventory_hostname }}.log"
 
 - name: Any Raspberry Pi 4 will do
   hosts: localhost
@@ -151,6 +167,16 @@ exporter:
   returned: when a lease is held
   type: str
   sample: rack1-board3
+console_log:
+  description: Where the lease's console log was saved.
+  returned: when O(console_log) is given and the log arrived
+  type: str
+  sample: /home/alice/lab/console-logs/rack1-board3.log
+console_log_bytes:
+  description: The size of that log.
+  returned: when O(console_log) is given and the log arrived
+  type: int
+  sample: 18342
 ansible_facts:
   description:
     - C(jumpstarter_lease), the lease for the tasks that follow (empty after O(state=absent)); with O(client_config)

@@ -71,4 +71,4 @@ def test_an_ended_lease_fails_clearly(leased):
     asyncio.run(release())
     result = ansible.adhoc("command", "true")
     assert result.get("unreachable") is True
-    assert f"lease {lease}" in result["msg"] and "not granted" in result["msg"]
+    assert f"lease {lease}" in result["msg"] and "is not ready: released by the client" in result["msg"]

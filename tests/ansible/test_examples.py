@@ -202,6 +202,13 @@ def test_module_examples_run_as_shown_and_return_what_return_documents(module, l
         print(f"{module} EXAMPLES, {other}: {json.dumps(results, default=str)}")
     problems = sample_problems(module, modules[module]["returndocs"], seen[module])
     assert not problems, "\n".join(problems)
+    if module == "lease":  # the board given back left its console log where the example said
+        saved = [result for result in seen["lease"] if "console_log" in result]
+        assert saved, seen["lease"]
+        for result in saved:
+            log = Path(result["console_log"]).read_text()
+            assert result["console_log"].endswith(".log") and len(log.encode()) == result["console_log_bytes"]
+            assert "login:" in log, log  # the board booted for uname while the exporter recorded
     if module == "lease_info":
         (found,) = seen["lease_info"][0]["leases"]
         assert found["tags"] == {"ci-job": "1234"} and found["state"] == "ready", found

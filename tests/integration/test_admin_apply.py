@@ -54,9 +54,14 @@ def test_apply_creates_once_updates_in_place_and_revokes(tmp_path):
         # Labels change in place; a removed file is written again; bob is revoked and his config removed.
         declaration["exporters"][0]["labels"] = {"board": "sim", "rack": "1"}
         declaration["clients"][1]["state"] = "absent"
+        declaration["clients"][0]["priority"] = 3  # alice may now jump the queue, by as much
         alice_config.unlink()
         third = apply(lab, declaration, out)
-        assert third["updated"] == ["exporter default/board1"] and third["revoked"] == ["client default/bob"]
+        assert sorted(third["updated"]) == ["client default/alice", "exporter default/board1"], third
+        assert third["revoked"] == ["client default/bob"]
+        urgent = cli("lease", "create", "-l", "board=sim", "--priority", "3", "--acquisition-timeout", "0",
+                     "--client-config", str(alice_config))  # queued behind her own lease still held, not refused
+        assert urgent.returncode == 0, urgent.stderr
         assert third["written"] == [str(alice_config)] and third["created"] == []
         assert exporter_config.read_text() == before[exporter_config]
         assert not (out / "clients" / "default" / "bob.yaml").exists()

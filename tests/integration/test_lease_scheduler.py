@@ -155,6 +155,7 @@ def test_a_version_1_database_is_migrated(db_url):
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN tags")
         conn.exec_driver_sql("ALTER TABLE exporters DROP COLUMN hooks")
         conn.exec_driver_sql("ALTER TABLE leases DROP COLUMN begin_at")
+        conn.exec_driver_sql("DROP TABLE console_logs")
         conn.exec_driver_sql("UPDATE schema_version SET version = 1")
         conn.exec_driver_sql("INSERT INTO leases (name, namespace, client, selector, state, priority, requested_at, "
                              "duration, ttl, alive_until, epoch, reason) VALUES "
@@ -170,9 +171,10 @@ def test_a_version_1_database_is_migrated(db_url):
     asyncio.run(main())
     store = Store(db_url)
     with store.transaction(read_only=True) as conn:
-        assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar_one() == 5
+        assert conn.exec_driver_sql("SELECT version FROM schema_version").scalar_one() == 6
         assert conn.exec_driver_sql("SELECT count(*) FROM identities WHERE disabled IS NOT NULL").scalar_one() == 0
         assert conn.exec_driver_sql("SELECT count(*) FROM exporters WHERE hooks != ''").scalar_one() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM console_logs").scalar_one() == 0
     store.close()
 
 

@@ -76,6 +76,8 @@ def test_lease_spec_is_its_documentation(modules):
         "name": {"type": "str"},
         "tags": {"type": "dict", "default": {}},
         "begin_time": {"type": "str"},
+        "console_log": {"type": "path"},
+        "priority": {"type": "int", "default": 0},
     }
 
 

@@ -231,6 +231,13 @@ class _Backlog:
             self._size -= len(self._pieces.popleft())
         self._ready.set()
 
+    def take(self) -> bytes:
+        """All that waits, at once (nothing when nothing does)."""
+        data = b"".join(self._pieces)
+        self._pieces.clear()
+        self._size = 0
+        return data
+
     async def get(self, most: int = 65536) -> bytes:
         """What waits, in one piece of up to `most` bytes (at least one whole piece): fewer, larger
         messages for a reader that must keep up with a fast device."""

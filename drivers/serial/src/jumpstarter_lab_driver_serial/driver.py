@@ -29,6 +29,11 @@ class PySerial(SerialInterface, Driver):
     def __post_init__(self):
         if self.baudrate <= 0:
             raise ValueError(f"baudrate must be positive, got {self.baudrate}")
+        self._seen = Fanout()  # what the port printed to attached clients, for the lease's console log
+
+    def console_output(self) -> Fanout:
+        """What the port printed while a client was attached (the exporter opens a real port only then)."""
+        return self._seen
 
     def _open(self) -> serial.SerialBase:
         try:
@@ -47,7 +52,7 @@ class PySerial(SerialInterface, Driver):
     async def connect(self):
         """Open the serial port as a byte stream"""
         port = await asyncio.to_thread(self._open)
-        stream = SerialStream(port, cps=self.cps)
+        stream = SerialStream(port, cps=self.cps, tap=self._seen.publish)
         self.logger.info("connected to %s at %d baud", self.url, self.baudrate)
         try:
             yield stream
@@ -81,6 +86,9 @@ class DeviceConsole(SerialInterface, Driver):
 
     def __init__(self, output: Fanout, write: Callable[[bytes], Awaitable[None]]):
         self._output, self._write = output, write
+
+    def console_output(self) -> Fanout:
+        return self._output
 
     @exportstream
     @contextlib.asynccontextmanager

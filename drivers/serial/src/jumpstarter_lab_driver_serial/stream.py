@@ -10,9 +10,11 @@ import serial
 
 
 class SerialStream:
-    def __init__(self, port: serial.SerialBase, cps: float | None = None):
+    def __init__(self, port: serial.SerialBase, cps: float | None = None, tap=None):
+        """`tap(data)`: also called with what the port printed, as the reader takes it."""
         self._port = port
         self._cps = cps
+        self._tap = tap
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(64)
         self._closed = threading.Event()
@@ -51,6 +53,8 @@ class SerialStream:
         if chunk is None:
             self._eof = True
             return b""
+        if self._tap is not None:
+            self._tap(chunk)
         return chunk
 
     async def send_eof(self) -> None:

@@ -32,8 +32,11 @@ _IDENTITY = {
         "state": {"enum": ["present", "absent"]},
         "exporters": {"type": "array", "items": {"type": "string"}},  # clients: selectors they may lease
         "methods": {"type": "array", "items": {"type": "string"}},  # clients: DRIVER.METHOD patterns
+        "priority": {"type": "integer", "minimum": 0},  # clients: the highest lease priority they may ask for
     },
 }
+
+CAPABILITIES = ("exporters", "methods", "priority")  # a client's, as the controller stores them
 
 SCHEMA = {
     "type": "object",
@@ -46,7 +49,7 @@ SCHEMA = {
         "days": {"type": "number", "exclusiveMinimum": 0},
         "clients": {"type": "array", "items": _IDENTITY},
         "exporters": {"type": "array", "items": {**_IDENTITY, "properties": {
-            key: value for key, value in _IDENTITY["properties"].items() if key not in ("exporters", "methods")}}},
+            key: value for key, value in _IDENTITY["properties"].items() if key not in CAPABILITIES}}},
     },
 }
 
@@ -76,7 +79,7 @@ def load_declaration(path: str) -> tuple[dict, list[Declared]]:
             namespace = item.get("namespace", "default")
             names.check(namespace, "namespace")
             names.check(item["name"], f"{kind} name")
-            capabilities = {k: item[k] for k in ("exporters", "methods") if item.get(k)}
+            capabilities = {k: item[k] for k in CAPABILITIES if item.get(k)}
             declared.append(Declared(kind, namespace, item["name"], dict(item.get("labels") or {}), capabilities,
                                      item.get("state", "present") == "present"))
     seen = [d.key for d in declared]

@@ -155,7 +155,8 @@ async def _shell_lease(args, command: list[str], env: dict) -> int:
     try:
         name = args.lease
         if not name:
-            created = (await client.create_lease(args.selector, args.duration, args.ttl)).name
+            created = (await client.create_lease(args.selector, args.duration, args.ttl,
+                                                 priority=args.priority)).name
             name = created
         status = await client.wait_ready(name, args.acquisition_timeout,
                                          lambda s: print(f"lease {s.name}: {s.message}", file=sys.stderr))

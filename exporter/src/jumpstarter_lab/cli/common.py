@@ -150,6 +150,9 @@ def add_lease_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttl", type=parse_duration, default=defaults.LEASE_TTL, metavar="DURATION",
                         help=f"how long the lease lives without being renewed (default {defaults.LEASE_TTL:g} s, "
                              f"at most {defaults.MAX_LEASE_TTL:g}); connections through the lease renew it")
+    parser.add_argument("--priority", type=int, default=0,
+                        help="its place in the queue: higher goes first (default 0; above 0 as the client's "
+                             "capabilities allow, below 0 to wait behind the rest)")
     parser.add_argument("--acquisition-timeout", type=parse_duration, default=defaults.LEASE_WAIT,
                         metavar="DURATION", help=f"how long to wait in the queue for the grant before the request "
                                                  f"is withdrawn (default {defaults.LEASE_WAIT:g} s; 0: do not wait)")

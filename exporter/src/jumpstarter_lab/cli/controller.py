@@ -105,6 +105,8 @@ def cmd_admin_create_client(args) -> int:
         capabilities["exporters"] = args.allow_exporters
     if args.allow_methods:
         capabilities["methods"] = args.allow_methods
+    if args.max_priority:
+        capabilities["priority"] = args.max_priority
     token = _authority(args).create("client", args.namespace, args.name, _labels(args.label), capabilities,
                                     ttl_days=args.days)
     config = ClientConfig.issued(args.name, args.namespace, args.endpoint, token, _tls(args))
@@ -210,7 +212,7 @@ def cmd_lease_create(args) -> int:
         if not args.selector and not args.exporter:
             raise DriverInvalidArgument("lease create needs --selector or --exporter")
         status = await client.create_lease(args.selector or "", args.duration, args.ttl, args.exporter,
-                                           _labels(args.tag, "tag"), args.begin_time)
+                                           _labels(args.tag, "tag"), args.begin_time, args.priority)
         if args.acquisition_timeout and args.begin_time is None:  # a reservation is made, not waited for
             try:
                 status = await client.wait_ready(status.name, args.acquisition_timeout, _print_position)
@@ -223,6 +225,17 @@ def cmd_lease_create(args) -> int:
     print_records([lease_record(status)], args.output, lambda record: record["name"])
     if status.ready:
         print(f"granted: exporter {status.exporter}", file=sys.stderr)
+    return 0
+
+
+def cmd_lease_console_log(args) -> int:
+    data = asyncio.run(_with_client(args, lambda client: client.console_log(args.name, args.wait)))
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"console log of lease {args.name}: {len(data)} bytes written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     return 0
 
 
@@ -277,6 +290,8 @@ def add_parsers(sub) -> None:
                                 help="only exporters matching one of these selectors")
             create.add_argument("--allow-methods", action="append", metavar="PATTERN",
                                 help="only driver methods matching one of these patterns, e.g. 'power.*'")
+            create.add_argument("--max-priority", type=int, default=0, metavar="N",
+                                help="the highest lease priority it may ask for (default 0: none above the rest)")
             create.set_defaults(func=cmd_admin_create_client)
         else:
             create.add_argument("--export-from", help="take the export tree from this ExporterConfig")
@@ -351,6 +366,13 @@ def add_parsers(sub) -> None:
     add_output_option(update)
     add_client_config_option(update)
     update.set_defaults(func=cmd_lease_update)
+    log = lease.add_parser("console-log", help="the console log of a lease that ended, as its exporter recorded it")
+    log.add_argument("name")
+    log.add_argument("--output", "-o", metavar="FILE", help="write it to FILE (default: standard output)")
+    log.add_argument("--wait", type=parse_duration, default=30.0, metavar="DURATION",
+                     help="how long to wait for the exporter to hand it in after the lease ended (default 30 s)")
+    add_client_config_option(log)
+    log.set_defaults(func=cmd_lease_console_log)
     release = lease.add_parser("release")
     release.add_argument("name")
     add_client_config_option(release)

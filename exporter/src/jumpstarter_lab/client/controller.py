@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from ..wire import defaults, names
+from ..wire import console_logs, defaults, names
 from ..wire import metadata as wire_metadata
 from ..wire.channels import channel_for
 from ..wire.errors import DriverError, DriverInvalidArgument, DriverTimeout, ExporterNotReady, exception_for_rpc_error
@@ -92,9 +92,11 @@ class ControllerClient:
 
     async def create_lease(self, selector: str, duration: float = defaults.LEASE_DURATION,
                            ttl: float = defaults.LEASE_TTL, exporter: str | None = None,
-                           tags: dict[str, str] | None = None, begin_time: float | None = None) -> LeaseStatus:
+                           tags: dict[str, str] | None = None, begin_time: float | None = None,
+                           priority: int = 0) -> LeaseStatus:
         """Ask for a lease on an exporter matching `selector` (and named `exporter`, when given), with the
-        client's own `tags` on it; from `begin_time` (seconds since the epoch) on, a reservation, when given."""
+        client's own `tags` on it; from `begin_time` (seconds since the epoch) on, a reservation, when given.
+        A higher `priority` goes ahead in the queue (above 0 as far as the client's capabilities allow)."""
         lease = client_pb2.Lease(selector=selector, tags=tags or {})
         if exporter:
             lease.exporter_name = exporter
@@ -103,7 +105,8 @@ class ControllerClient:
         lease.duration.FromSeconds(int(duration))
         status = _status(await self._call("create lease", self.clients.CreateLease,
                                           client_pb2.CreateLeaseRequest(parent=self.parent, lease=lease),
-                                          ((wire_metadata.LEASE_TTL, str(ttl)),)))
+                                          ((wire_metadata.LEASE_TTL, str(ttl)),
+                                           *(((wire_metadata.LEASE_PRIORITY, str(priority)),) if priority else ()))))
         self._ttls[status.name] = ttl
         return status
 
@@ -169,6 +172,21 @@ class ControllerClient:
                 await self.keepalive(name)
                 renewed = loop.time()
             await asyncio.sleep(0.3)
+
+    async def console_log(self, name: str, wait: float = 0.0) -> bytes:
+        """The console log of lease `name`, which its exporter hands the controller once the lease ended;
+        waiting up to `wait` seconds for it to arrive."""
+        get = self.channel.unary_stream(console_logs.GET, request_serializer=console_logs.Name.SerializeToString,
+                                        response_deserializer=console_logs.Bytes.FromString)
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                call = get(console_logs.Name(value=name), metadata=self.metadata, timeout=max(self.timeout, 60))
+                return b"".join([chunk.value async for chunk in call])
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND or asyncio.get_running_loop().time() >= deadline:
+                    raise exception_for_rpc_error(e, f"console log of lease {name}") from None
+            await asyncio.sleep(0.5)
 
     async def dial(self, name: str) -> tuple[str, str]:
         response = await self._call(f"dial lease {name}", self.controller.Dial,

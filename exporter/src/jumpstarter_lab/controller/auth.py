@@ -44,6 +44,11 @@ class Identity:
         """The exporter selectors a client's capabilities allow it to lease (empty: any)."""
         return tuple(self.capabilities.get("exporters") or ())
 
+    @property
+    def max_priority(self) -> int:
+        """The highest queue priority a client may ask for (0 unless an admin allowed more)."""
+        return int(self.capabilities.get("priority") or 0)
+
 
 VERIFIED_TTL = 5.0  # seconds a verified token is trusted without asking the database again
 # A token in use is verified again in the background once 50-90% of VERIFIED_TTL has passed (jittered),

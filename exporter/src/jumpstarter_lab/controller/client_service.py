@@ -59,15 +59,20 @@ class ClientServicer:
         lease = request.lease
         duration = (lease.duration.ToTimedelta().total_seconds() if lease.HasField("duration")
                     else defaults.LEASE_DURATION)
+        sent = dict(context.invocation_metadata() or ())
         try:
-            ttl = float(dict(context.invocation_metadata() or ()).get(metadata.LEASE_TTL, SILENT_CLIENT_TTL))
+            ttl = float(sent.get(metadata.LEASE_TTL, SILENT_CLIENT_TTL))
         except ValueError:
             raise DriverInvalidArgument(f"{metadata.LEASE_TTL} must be seconds") from None
+        try:
+            priority = int(sent.get(metadata.LEASE_PRIORITY, 0))
+        except ValueError:
+            raise DriverInvalidArgument(f"{metadata.LEASE_PRIORITY} must be a whole number") from None
         if request.lease_id:
             names.check(request.lease_id, "lease_id")
         exporter = names.short(lease.exporter_name) if lease.HasField("exporter_name") else None
         begin_at = lease.begin_time.ToNanoseconds() / 1e9 if lease.HasField("begin_time") else None
-        record = await self.leases.create(identity, lease.selector, duration, ttl, 0, request.lease_id or None,
+        record = await self.leases.create(identity, lease.selector, duration, ttl, priority, request.lease_id or None,
                                           exporter or None, dict(lease.tags), begin_at)
         return lease_message(record)
 

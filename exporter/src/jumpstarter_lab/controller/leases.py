@@ -28,6 +28,7 @@ from .store import Store
 # Seconds a lease lives unrenewed when its client promised no ttl (upstream's clients send none).
 SILENT_CLIENT_TTL = 30.0
 MAX_RESERVATION_AHEAD = 90 * 86400.0  # seconds: how far ahead a lease may be reserved
+MIN_PRIORITY = -100  # anyone may queue behind the rest (background jobs); above 0 needs the client's capability
 
 
 def _refuse_forbidden(lease: LeaseRecord, batch: Batch) -> None:
@@ -117,6 +118,11 @@ class Leases:
         tags = check_tags(tags or {})
         if duration <= 0:
             raise DriverInvalidArgument("lease duration must be positive")
+        if not MIN_PRIORITY <= priority <= identity.max_priority:
+            if priority > identity.max_priority:
+                raise AccessDenied(f"this client may ask for a priority of at most {identity.max_priority}, not "
+                                   f"{priority} (an admin allows more: admin create-client --max-priority)")
+            raise DriverInvalidArgument(f"a lease's priority is at least {MIN_PRIORITY}, not {priority}")
         if not 0 < ttl <= defaults.MAX_LEASE_TTL:
             raise DriverInvalidArgument(f"lease keepalive ttl must be between 0 and {defaults.MAX_LEASE_TTL:g} seconds")
         named = bool(name)

@@ -13,6 +13,7 @@ from ..wire.errors import ConfigError
 from ..wire.protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
 from .auth import Authority
 from .client_service import ClientServicer
+from .console_logs import ConsoleLogs, ConsoleLogServicer
 from .controller_service import ControllerServicer
 from .dials import Dials
 from .leases import Leases
@@ -49,6 +50,7 @@ class Controller:
             ControllerServicer(self.authority, self.leases, self.dials, subscriptions, router, endpoint), server)
         client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases), server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(router, server)
+        server.add_generic_rpc_handlers((ConsoleLogServicer(self.authority, ConsoleLogs(self.store)).handler(),))
         await server.start()
         writer = asyncio.ensure_future(self.leases.run())
         ticker = asyncio.ensure_future(subscriptions.run())

@@ -94,6 +94,17 @@ leases = sa.Table(
     sa.Index("leases_by_seq", "seq"),
 )
 
+# The console log of each lease that ended, as its exporter handed it in, for its client to fetch.
+console_logs = sa.Table(
+    "console_logs", metadata,
+    sa.Column("lease", sa.String(64), primary_key=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("client", sa.String(128), nullable=False),
+    sa.Column("exporter", sa.String(128), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created", sa.Float, nullable=False, index=True),
+)
+
 # One row, incremented first by every transaction that changes leases: writers on every
 # replica queue on its row lock, and its value stamps the rows they write.
 lease_clock = sa.Table("lease_clock", metadata, sa.Column("seq", sa.BigInteger, nullable=False))
@@ -108,8 +119,8 @@ dials = sa.Table(
     sa.Column("taken", sa.Boolean, nullable=False, default=False),
 )
 
-SCHEMA_VERSION = 5
-MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one before
+SCHEMA_VERSION = 6
+MIGRATIONS: dict[int, list] = {  # version -> SQL (or a function of the connection) to reach it from the one before
     2: ["ALTER TABLE leases ADD COLUMN exporter_name VARCHAR(128)",
         "ALTER TABLE leases ADD COLUMN allowed TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE leases ADD COLUMN seq BIGINT NOT NULL DEFAULT 0",
@@ -121,6 +132,7 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> SQL to reach it from the one 
         "ALTER TABLE leases ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'"],
     4: ["ALTER TABLE exporters ADD COLUMN hooks TEXT NOT NULL DEFAULT ''"],
     5: ["ALTER TABLE leases ADD COLUMN begin_at FLOAT"],
+    6: [lambda conn: console_logs.create(conn)],
 }
 
 
@@ -209,7 +221,7 @@ class Store:
                 raise RuntimeError(f"database schema {current} is newer than this controller ({SCHEMA_VERSION})")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
-                    conn.exec_driver_sql(statement)
+                    statement(conn) if callable(statement) else conn.exec_driver_sql(statement)
                 conn.execute(schema_version.update().values(version=version))
 
     @contextmanager

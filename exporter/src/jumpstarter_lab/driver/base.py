@@ -131,6 +131,11 @@ class Driver:
         for child in self.children.values():
             child.close()
 
+    def console_output(self):
+        """A console's output, as a streams.Fanout the exporter records a lease's console log from; None
+        for a driver that is no console."""
+        return None
+
     # --- what the exporter needs -------------------------------------------------
 
     def walk(self, parent: Driver | None = None, name: str | None = None) -> Iterator[tuple[Driver, Driver | None, str | None]]:

@@ -24,13 +24,14 @@ import grpc
 import jwt
 
 from ..streams import SocketStream, forward
-from ..wire import names
+from ..wire import console_logs, names
 from ..wire.channels import channel_for
 from ..wire.errors import ConfigError
 from ..wire.frames import CallFrames
 from ..wire.metadata import bearer_metadata, identity_metadata
 from ..wire.labels import HOOKS
 from ..wire.protocol import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
+from .console_log import ConsoleRecorder
 from .hooks import AFTER_LEASE, BEFORE_LEASE, Hook, HookFailed
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class ControllerLink:
         self._status: tuple[int, str] | None = None  # a hook phase under way, told again after a reconnect
         self._stopped: asyncio.Event | None = None
         self._fatal: HookFailed | None = None  # a hook with onFailure: exit failed: the exporter stops
+        self._recorder: ConsoleRecorder | None = None  # the current lease's console log
+        self._uploads: set[asyncio.Task] = set()  # console logs on their way to the controller
 
     async def run(self, stopped: asyncio.Event, ready=None) -> None:
         if not self.config.endpoint or not self.config.token:
@@ -92,6 +95,8 @@ class ControllerLink:
                 await asyncio.wait_for(stopped.wait(), backoff)
             backoff = min(backoff * 2, 10.0)
         await self._end_lease()
+        if self._uploads:  # the last lease's console log, before this exporter goes
+            await asyncio.wait(self._uploads, timeout=10)
         with contextlib.suppress(Exception):
             async with channel_for(self.config.endpoint, self.config.tls) as channel:
                 await jumpstarter_pb2_grpc.ControllerServiceStub(channel).Unregister(
@@ -146,6 +151,10 @@ class ControllerLink:
         self._lease, self._client, self._skip_after = lease, client, False
         logger.info("leased to %s under %s", client, lease)
         self._ready = asyncio.Event()
+        session = self.exporter.sessions.lease_session(lease)  # its consoles are recorded from the start
+        consoles = {session.paths[uuid]: output for uuid, driver in session.drivers.items()
+                    if (output := driver.console_output()) is not None}
+        self._recorder = ConsoleRecorder(consoles) if consoles else None
         hook = self.config.hooks.get(BEFORE_LEASE)
         if hook is None:
             self._ready.set()
@@ -186,7 +195,33 @@ class ControllerLink:
             await self._after_lease(hook, lease)
         elif self.config.hooks:
             await self._report(common_pb2.EXPORTER_STATUS_AVAILABLE, "available")
+        recorder, self._recorder = self._recorder, None
+        log = await recorder.stop() if recorder is not None else None
         await self.exporter.sessions.end_lease(lease)  # the next lease starts with fresh drivers
+        if log is not None:
+            task = asyncio.ensure_future(self._hand_in(lease, log))
+            self._uploads.add(task)
+            task.add_done_callback(self._uploads.discard)
+
+    async def _hand_in(self, lease: str, log: bytes) -> None:
+        """Hand the controller a lease's console log, where its client fetches it; retried for a while."""
+        delay = 1.0
+        for attempt in range(6):
+            try:
+                async with channel_for(self.config.endpoint, self.config.tls) as channel:
+                    put = channel.stream_unary(console_logs.PUT,
+                                               request_serializer=console_logs.Bytes.SerializeToString,
+                                               response_deserializer=console_logs.Empty.FromString)
+                    await put(console_logs.chunks(log), metadata=(*self.metadata, (console_logs.LEASE, lease)),
+                              timeout=60)
+                logger.info("console log of lease %s handed to the controller (%d bytes)", lease, len(log))
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT) or attempt == 5:
+                    logger.warning("the console log of lease %s was not kept: %s", lease, e.details())
+                    return
+            await asyncio.sleep(delay)
+            delay *= 2
 
     async def _after_lease(self, hook: Hook, lease: str) -> None:
         await self._report(common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK,

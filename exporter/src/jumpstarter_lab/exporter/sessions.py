@@ -127,11 +127,15 @@ class SessionManager:
             logger.info("session %s started", key[1])
         return session
 
-    def lease_log(self, lease: str, entry: jumpstarter_pb2.LogStreamResponse) -> None:
-        """Put `entry` on the LogStream of the lease's session (started now if it was not): a hook's output
-        reaches the client that connects after it ran."""
+    def lease_session(self, lease: str) -> Session:
+        """The session of `lease`, started now if no connection started it yet."""
         self._loop = asyncio.get_running_loop()
-        self._open(("lease", lease)).log.append(entry)
+        return self._open(("lease", lease))
+
+    def lease_log(self, lease: str, entry: jumpstarter_pb2.LogStreamResponse) -> None:
+        """Put `entry` on the LogStream of the lease's session: a hook's output reaches the client that connects
+        after it ran."""
+        self.lease_session(lease).log.append(entry)
 
     def bind(self, peer: str, lease: str, capabilities: dict) -> None:
         """Connections from `peer` belong to the session of `lease` (distributed mode)."""

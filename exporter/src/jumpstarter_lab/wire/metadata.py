@@ -7,6 +7,7 @@ STREAM_REQUEST = "request"  # RouterService.Stream on an exporter: which driver 
 RESOURCE = "resource"  # the handle of a client-pushed stream, in the exporter's initial metadata
 SESSION = "x-jumpstarter-lab-session"  # a named exporter session, shared by every connection naming it
 LEASE_TTL = "x-jumpstarter-lab-lease-ttl"  # keepalive period a client promises; upstream clients send none
+LEASE_PRIORITY = "x-jumpstarter-lab-lease-priority"  # a new lease's place in the queue (upstream has none): 0 default
 
 
 def bearer(metadata) -> str:
