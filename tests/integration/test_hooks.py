@@ -73,8 +73,8 @@ def test_hooks_run_in_order_around_a_lease_with_its_drivers_and_say_so(lab, tmp_
         # Granted, but not ready while its exporter prepares the board: no client gets it yet.
         (held,) = wait_for(lambda: [lease for lease in leases(lab) if lease["exporter"] == "bench1"], 30, "a grant")
         name = held["name"]
-        assert held["state"] == "waiting" and held["message"].startswith("exporter bench1: running the beforeLease "
-                                                                          f"hook of lease {name}"), held
+        preparing = f"exporter bench1: running the beforeLease hook of lease {name}"
+        assert held["state"] == "waiting" and held["message"].startswith(preparing), held
         assert exporters(lab)["bench1"]["status"] == "before_lease_hook"
         assert order.read_text() == f"before {name} alice\n"
         go.touch()

@@ -15,7 +15,7 @@ import pytest
 
 import yaml
 
-from helpers import ROOT, STANDARD_EXPORT, ControllerLab, cli, exporter_config, free_port, upstream_venv, wait_for
+from helpers import CLI, ROOT, STANDARD_EXPORT, ControllerLab, cli, exporter_config, free_port, upstream_venv, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.wire.errors import MethodNotFound
 
@@ -199,4 +199,52 @@ def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_pat
         assert abs(ours[0]["begins"] - begin.timestamp()) < 1, ours
         jmp("delete", "lease", later)
     finally:
+        lab.stop()
+
+
+def test_an_upstream_exporter_with_hooks_serves_our_controllers_leases(tmp_path):
+    """Upstream's exporter (`jmp run`) registered with our controller, its config written by our `admin`, with
+    upstream hooks of its own: our client leases it and drives it through our router, the hooks run around the
+    lease and the statuses it reports show in our listing."""
+    pki = tmp_path / "pki"
+    assert cli("admin", "make-ca", "--dir", str(pki)).returncode == 0
+    assert cli("admin", "issue-cert", "--dir", str(pki), "--host", "127.0.0.1").returncode == 0
+    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"),
+                        serve=("--tls-cert", str(pki / "controller.crt"), "--tls-key", str(pki / "controller.key")),
+                        trust=("--ca", str(pki / "ca.crt")))
+    hooked = tmp_path / "hooks.log"
+    export = tmp_path / "export.yaml"
+    export.write_text(yaml.safe_dump({"export": {"power": {"type": "jumpstarter_driver_power.driver.MockPower"}}}))
+    config = tmp_path / "up1.yaml"
+    process = None
+    try:
+        alice = str(lab.workdir / "alice.yaml")
+        lab.client("alice")
+        assert cli("admin", "create-exporter", "up1", "--db", lab.db, "--endpoint", lab.endpoint, "--ca",
+                   str(pki / "ca.crt"), "--label", "board=upstream", "--export-from", str(export), "-o",
+                   str(config)).returncode == 0
+        config.write_text(yaml.safe_dump(yaml.safe_load(config.read_text()) | {"hooks": {
+            "beforeLease": {"script": f"echo before $LEASE_NAME $CLIENT_NAME >> {hooked}; j power on"},
+            "afterLease": {"script": f"echo after >> {hooked}"}}}))
+        with open(tmp_path / "upstream.log", "wb") as log:
+            process = subprocess.Popen([str(upstream_venv() / "bin" / "jmp"), "run", "--exporter-config",
+                                        str(config)], stdout=log, stderr=subprocess.STDOUT,
+                                       env=dict(os.environ, HOME=str(tmp_path)), start_new_session=True)
+
+        def listed() -> dict:
+            rows = json.loads(cli("exporters", "list", "-o", "json", "--client-config", alice).stdout)
+            return rows[0] if rows else {}
+
+        wait_for(lambda: listed().get("online"), 60, "the upstream exporter to register", interval=0.5)
+        assert listed()["message"] == "Exporter registered and available"  # what it reported
+        shell = cli("shell", "--client-config", alice, "-l", "board=upstream", "--", CLI, "call", "power.on")
+        assert shell.returncode == 0, shell.stderr + (tmp_path / "upstream.log").read_text()[-3000:]
+        wait_for(lambda: hooked.exists() and hooked.read_text().endswith("after\n"), 30, "the afterLease hook")
+        before, after = hooked.read_text().splitlines()
+        assert before.startswith("before ") and before.endswith(" alice") and after == "after"
+        wait_for(lambda: listed()["status"] == "available", 30, "the upstream exporter available again")
+    finally:
+        if process is not None:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=30)
         lab.stop()

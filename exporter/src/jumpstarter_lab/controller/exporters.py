@@ -69,7 +69,6 @@ class Exporters:
         """What an exporter reported of itself (or the controller set for it at a grant or a lease's end), in `conn`."""
         conn.execute(exporters.update().where(_key(*key)).values(status=status, status_message=message))
 
-
     # --- what the controller reads ------------------------------------------------------
 
     def seen(self, conn, keys: set[ExporterKey] | None = None) -> dict[ExporterKey, ExporterSeen]:

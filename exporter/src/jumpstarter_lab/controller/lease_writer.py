@@ -127,8 +127,8 @@ class Batch:
         """Record an exporter's status in this transaction, and in the picture this batch decides on."""
         Exporters.set_status(self.conn, key, status, message)
         if key in self.exporters:
-            self.exporters = {**self.exporters, key: dataclasses.replace(self.exporters[key], status=status,
-                                                                        status_message=message)}
+            seen = dataclasses.replace(self.exporters[key], status=status, status_message=message)
+            self.exporters = {**self.exporters, key: seen}
 
     def find(self, name: str) -> LeaseRecord | None:
         """A lease by name: active ones from memory, ended ones from the database."""

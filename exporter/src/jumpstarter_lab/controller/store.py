@@ -132,7 +132,7 @@ MIGRATIONS: dict[int, list] = {  # version -> SQL (or a function of the connecti
         "ALTER TABLE leases ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'"],
     4: ["ALTER TABLE exporters ADD COLUMN hooks TEXT NOT NULL DEFAULT ''"],
     5: ["ALTER TABLE leases ADD COLUMN begin_at FLOAT"],
-    6: [lambda conn: console_logs.create(conn)],
+    6: [console_logs.create],
 }
 
 
