@@ -112,7 +112,9 @@ def test_a_failing_before_lease_hook_ends_the_lease_and_the_exporter_recovers(la
     assert refused.returncode == 1
     assert ("ended before it was ready: released by the exporter: beforeLease hook failed with exit code 3"
             in refused.stderr), refused.stderr
-    wait_for(lambda: exporters(lab)["bench1"]["status"] == "available", 30, "the exporter available again")
+    recovered = wait_for(lambda: (e := exporters(lab)["bench1"])["status"] == "available" and e, 30,
+                         "the exporter available again")
+    assert recovered["message"].endswith("failed: beforeLease hook failed with exit code 3"), recovered
     assert not order.exists()  # no afterLease hook for a lease whose beforeLease failed (as upstream)
     assert "the SD mux does not answer" in (lab.workdir / "bench1.log").read_text()
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -149,16 +150,23 @@ def test_upstream_client_drives_our_exporter(make_config, run_exporter, tmp_path
     ]
 
 
-def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_path):
-    """Upstream's jmp with a client config from `admin create-client`, over TLS with the lab's CA inline: lists
-    the exporters, takes a lease, runs `j` through our router in `jmp shell` (which ends the session and
-    waits for the exporter to say it is available again) and gives the lease back."""
+def tls_lab(tmp_path) -> tuple[ControllerLab, Path]:
+    """A controller serving TLS with a lab CA made by `admin`, as upstream's peers need (they speak only TLS);
+    and the directory of the CA."""
     pki = tmp_path / "pki"
     assert cli("admin", "make-ca", "--dir", str(pki)).returncode == 0
     assert cli("admin", "issue-cert", "--dir", str(pki), "--host", "127.0.0.1").returncode == 0
     lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"),
                         serve=("--tls-cert", str(pki / "controller.crt"), "--tls-key", str(pki / "controller.key")),
                         trust=("--ca", str(pki / "ca.crt")))
+    return lab, pki
+
+
+def test_upstream_client_uses_our_controller_with_the_config_admin_wrote(tmp_path):
+    """Upstream's jmp with a client config from `admin create-client`, over TLS with the lab's CA inline: lists
+    the exporters, takes a lease, runs `j` through our router in `jmp shell` (which ends the session and
+    waits for the exporter to say it is available again) and gives the lease back."""
+    lab, pki = tls_lab(tmp_path)
     venv = upstream_venv()
     env = dict(os.environ, HOME=str(tmp_path), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
 
@@ -206,12 +214,7 @@ def test_an_upstream_exporter_with_hooks_serves_our_controllers_leases(tmp_path)
     """Upstream's exporter (`jmp run`) registered with our controller, its config written by our `admin`, with
     upstream hooks of its own: our client leases it and drives it through our router, the hooks run around the
     lease and the statuses it reports show in our listing."""
-    pki = tmp_path / "pki"
-    assert cli("admin", "make-ca", "--dir", str(pki)).returncode == 0
-    assert cli("admin", "issue-cert", "--dir", str(pki), "--host", "127.0.0.1").returncode == 0
-    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"),
-                        serve=("--tls-cert", str(pki / "controller.crt"), "--tls-key", str(pki / "controller.key")),
-                        trust=("--ca", str(pki / "ca.crt")))
+    lab, pki = tls_lab(tmp_path)
     hooked = tmp_path / "hooks.log"
     export = tmp_path / "export.yaml"
     export.write_text(yaml.safe_dump({"export": {"power": {"type": "jumpstarter_driver_power.driver.MockPower"}}}))
@@ -248,3 +251,46 @@ def test_an_upstream_exporter_with_hooks_serves_our_controllers_leases(tmp_path)
             os.killpg(process.pid, 15)
             process.wait(timeout=30)
         lab.stop()
+
+
+def test_fields_newer_than_upstream_0_9_0_are_accepted_and_ignored(tmp_path):
+    """Upstream's main has added fields since 0.9.0 (a lease context, a report's motd): messages that carry
+    fields this build does not know, on the exporter's and the client's calls to our controller, are served
+    as if those fields were not there."""
+    import grpc
+
+    from jumpstarter_lab.wire.metadata import identity_metadata
+    from jumpstarter_lab.wire.protocol import client_pb2, jumpstarter_pb2
+
+    def unknown(message) -> bytes:  # the message, plus field 99 (a string) that no 0.9.0 message has
+        return message.SerializeToString() + b"\x9a\x06\x0bfrom-main-1"
+
+    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"))
+    try:
+        alice = lab.client("alice")
+        lab.exporter("bench1", "board=mock")
+        exporter_token = yaml.safe_load((tmp_path / "bench1.yaml").read_text())["token"]
+        with grpc.insecure_channel(lab.endpoint) as channel:
+            def call(path: str, request: bytes, token: str, kind: str, name: str, reply):
+                method = channel.unary_unary(path, request_serializer=lambda raw: raw,
+                                             response_deserializer=reply.FromString)
+                return method(request, metadata=identity_metadata(token, kind, "default", name), timeout=10)
+
+            call("/jumpstarter.v1.ControllerService/ReportStatus",
+                 unknown(jumpstarter_pb2.ReportStatusRequest(status=2, message="with a field from main")),
+                 exporter_token, "Exporter", "bench1", jumpstarter_pb2.ReportStatusResponse)
+            lease = client_pb2.Lease(selector="board=mock")
+            lease.duration.FromSeconds(60)
+            request = client_pb2.CreateLeaseRequest(parent="namespaces/default")
+            request.lease.ParseFromString(unknown(lease))  # kept as an unknown field, and sent on
+            created = call("/jumpstarter.client.v1.ClientService/CreateLease", request.SerializeToString(),
+                           alice.token, "Client", "alice", client_pb2.Lease)
+        assert created.exporter.endswith("bench1") and created.selector == "board=mock", created
+        listed = json.loads(cli("exporters", "list", "-o", "json", "--client-config",
+                                str(tmp_path / "alice.yaml")).stdout)
+        assert listed[0]["status"] == "lease_ready", listed
+    finally:
+        lab.stop()
+    report = jumpstarter_pb2.GetReportResponse()
+    report.ParseFromString(unknown(jumpstarter_pb2.GetReportResponse(uuid="u1")))  # what our client reads
+    assert report.uuid == "u1"

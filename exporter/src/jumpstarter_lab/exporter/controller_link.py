@@ -52,7 +52,7 @@ class ControllerLink:
         self._lease_task: asyncio.Task | None = None
         self._before_task: asyncio.Task | None = None
         self._ready = asyncio.Event()  # the current lease's beforeLease hook is done: connections may pass
-        self._skip_after = False  # the current lease's beforeLease hook failed: no afterLease for it (as upstream)
+        self._before_failed = ""  # why the current lease's beforeLease hook failed: no afterLease for it (as upstream)
         self._controller = None  # the stub of the current channel to the controller, while there is one
         self._status: tuple[int, str] | None = None  # a hook phase under way, told again after a reconnect
         self._stopped: asyncio.Event | None = None
@@ -148,7 +148,7 @@ class ControllerLink:
     # --- a lease's life: beforeLease hook, connections, afterLease hook -------------------------------
 
     def _begin_lease(self, lease: str, client: str) -> None:
-        self._lease, self._client, self._skip_after = lease, client, False
+        self._lease, self._client, self._before_failed = lease, client, ""
         logger.info("leased to %s under %s", client, lease)
         self._ready = asyncio.Event()
         session = self.exporter.sessions.lease_session(lease)  # its consoles are recorded from the start
@@ -172,9 +172,12 @@ class ControllerLink:
                 await self._report(common_pb2.EXPORTER_STATUS_LEASE_READY, f"ready, with a warning: {e}")
             else:  # the client never gets the lease: its connections wait until it ends
                 logger.error("%s; lease %s ends (onFailure: %s)", e, lease, hook.on_failure)
-                self._skip_after = True
-                await self._report(common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK_FAILED, str(e), release_lease=True)
+                self._before_failed = str(e)
                 self._fail(e, hook)
+                # Shielded: the lease's end, which this report brings, cancels this task, not the report.
+                await asyncio.shield(self._report(common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK_FAILED, str(e),
+                                                  release_lease=True))
+                self._stop_if_fatal()
                 return
         else:
             await self._report(common_pb2.EXPORTER_STATUS_LEASE_READY, "ready: the beforeLease hook succeeded")
@@ -191,7 +194,10 @@ class ControllerLink:
         if lease is None:
             return
         hook = self.config.hooks.get(AFTER_LEASE)
-        if hook is not None and not self._skip_after:
+        if self._before_failed:  # the board was never handed over: nothing to clean, and the failure stays shown
+            await self._report(common_pb2.EXPORTER_STATUS_AVAILABLE,
+                               f"available; the beforeLease hook of lease {lease} failed: {self._before_failed}")
+        elif hook is not None:
             await self._after_lease(hook, lease)
         elif self.config.hooks:
             await self._report(common_pb2.EXPORTER_STATUS_AVAILABLE, "available")
@@ -202,6 +208,7 @@ class ControllerLink:
             task = asyncio.ensure_future(self._hand_in(lease, log))
             self._uploads.add(task)
             task.add_done_callback(self._uploads.discard)
+        self._stop_if_fatal()
 
     async def _hand_in(self, lease: str, log: bytes) -> None:
         """Hand the controller a lease's console log, where its client fetches it; retried for a while."""
@@ -243,8 +250,12 @@ class ControllerLink:
         await self._report(common_pb2.EXPORTER_STATUS_AVAILABLE, "available: the afterLease hook succeeded")
 
     def _fail(self, error: HookFailed, hook: Hook) -> None:
-        if hook.on_failure == "exit" and self._stopped is not None:
+        """onFailure: exit - the exporter stops once the failure is reported and the lease has ended."""
+        if hook.on_failure == "exit":
             self._fatal = error
+
+    def _stop_if_fatal(self) -> None:
+        if self._fatal is not None and self._stopped is not None:
             self._stopped.set()
 
     async def _run_hook(self, hook: Hook, lease: str, client: str) -> None:
