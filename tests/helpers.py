@@ -189,7 +189,7 @@ def process_gone(pid: int) -> bool:
     """True once a process has exited (a zombie waiting to be reaped counts as gone)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except (FileNotFoundError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError):  # ESRCH: it went between open and read
         return True
 
 
