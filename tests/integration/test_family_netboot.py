@@ -5,6 +5,7 @@ the session ends."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -12,7 +13,7 @@ import urllib.request
 import pytest
 import tftpy
 
-from helpers import wait_for
+from helpers import cli, wait_for
 from jumpstarter_lab.client import connect
 from jumpstarter_lab.wire.errors import DriverInvalidArgument, MethodNotFound
 from jumpstarter_lab_driver_netboot.client import FileServerClient
@@ -87,6 +88,32 @@ def test_files_put_are_served_over_tftp_and_http_and_gone_after_the_session(expo
     with connect(served.address) as root:  # a new session: its own, empty root; the shared one as it was
         assert root.tftp.list_files() == {}
         assert root.shared.list_files() == {"kept.txt": 19}
+
+
+def test_the_cli_puts_files_with_progress_into_the_sessions_root(exporter, tmp_path):
+    served, _shared = exporter
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    kernel.write_bytes(os.urandom(1 << 20))
+    initrd.write_bytes(os.urandom(300_000))
+    session = ("--host", served.address, "--session", "netboot-cli")
+    put = cli("put", *session, "tftp", str(kernel), str(initrd), "-o", "json")
+    assert put.returncode == 0, put.stderr
+    assert [(record["name"], record["bytes"]) for record in json.loads(put.stdout)] == [
+        ("vmlinuz", 1 << 20), ("initrd.img", 300_000)]
+    assert "vmlinuz -> tftp:vmlinuz" in put.stderr and "initrd.img -> tftp:initrd.img" in put.stderr  # progress
+    renamed = cli("put", *session, "http", str(kernel), "--name", "boot/bzImage")
+    assert renamed.stdout.strip() == (f"http: serving boot/bzImage ({1 << 20} bytes, "
+                                      f"sha256 {hashlib.sha256(kernel.read_bytes()).hexdigest()})")
+    with connect(served.address, session="netboot-cli") as root:  # what boards of that session fetch
+        assert root.tftp.list_files() == {"vmlinuz": 1 << 20, "initrd.img": 300_000}
+        assert fetch_tftp(root.tftp.get_port(), "vmlinuz", tmp_path / "got") == kernel.read_bytes()
+        assert root.http.list_files() == {"boot/bzImage": 1 << 20}
+    for args, message in ((("tftp", str(tmp_path / "absent")), "absent is not a file"),
+                          (("tftp", str(kernel), str(initrd), "--name", "x"), "--name renames one file"),
+                          (("nothing", str(kernel)), "no driver 'nothing'"),
+                          (("tftp", str(kernel), "--name", "../escape"), "is not a file name inside the served root")):
+        refused = cli("put", *session, *args)
+        assert refused.returncode == 1 and message in refused.stderr, (args, refused.stderr)
 
 
 def test_a_port_in_use_is_named(make_config, run_exporter, tmp_path):

@@ -45,7 +45,8 @@ class FileServer(FileServerInterface, Driver, partial=True):
     # --- the root --------------------------------------------------------------------------------
 
     def _root(self) -> Path:
-        root = Path(self.root_dir) if self.root_dir else self.context.workdir / "served"
+        # each server its own root: a TFTP and an HTTP server of one session do not see each other's files
+        root = Path(self.root_dir) if self.root_dir else self.context.workdir / "served" / self._what
         root.mkdir(parents=True, exist_ok=True)
         return root
 
@@ -97,7 +98,11 @@ class FileServer(FileServerInterface, Driver, partial=True):
         self._put.pop(name, None)
 
     @export(read_only=True)
-    def get_host(self) -> str:
+    async def get_host(self) -> str:
+        await self._serving()  # what a board is told to reach answers from now on
+        return self._advertised()
+
+    def _advertised(self) -> str:
         return self.advertise or self.host
 
     @export(read_only=True)
@@ -202,4 +207,4 @@ class HttpServer(FileServer):
     async def get_url(self, name: str = "") -> str:
         """The URL boards fetch a served file at"""
         port = await self._serving()
-        return f"http://{self.get_host()}:{port}/{str(name).lstrip('/')}"
+        return f"http://{self._advertised()}:{port}/{str(name).lstrip('/')}"

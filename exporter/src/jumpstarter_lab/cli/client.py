@@ -1,4 +1,4 @@
-"""`jumpstarter-lab call|flash|tree|console|shell`: using an exporter's drivers."""
+"""`jumpstarter-lab call|flash|put|tree|console|shell`: using an exporter's drivers."""
 
 from __future__ import annotations
 
@@ -46,26 +46,57 @@ def cmd_call(args) -> int:
     return 0
 
 
-def cmd_flash(args) -> int:
+@contextlib.contextmanager
+def _transfer_progress(what: str, total: int):
+    """A progress bar on stderr for a transfer of `total` bytes; yields the `progress(sent, total)` callback."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    image = Path(args.image)
-    if not image.is_file():
-        raise DriverInvalidArgument(f"{image} is not a file")
+    columns = (TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("transfer", total=total)
+        yield lambda sent, _total: progress.update(task, completed=sent)
+
+
+def _local_file(path: str) -> Path:
+    found = Path(path)
+    if not found.is_file():
+        raise DriverInvalidArgument(f"{found} is not a file")
+    return found
+
+
+def cmd_flash(args) -> int:
+    image = _local_file(args.image)
     with connect(args.host, **connect_kwargs(args)) as root:
         path, storage = root.locate(args.storage, labels.STORAGE_MUX, "storage", preferred="storage")
-        columns = (TextColumn(f"{image.name} -> {path}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True)) as progress:
-            task = progress.add_task("flash", total=image.stat().st_size)
-            result = storage.flash(image, force=args.force,
-                                   progress=lambda sent, _total: progress.update(task, completed=sent))
+        with _transfer_progress(f"{image.name} -> {path}", image.stat().st_size) as progress:
+            result = storage.flash(image, force=args.force, progress=progress)
     record = {"name": path, "image": str(image), **{key: result.get(key) for key in (
         "changed", "bytes_received", "bytes_written", "compression", "sha256")}}
     print_records([record], args.output, lambda r: (
         f"{r['name']}: wrote {r['image']} ({r['bytes_written']} bytes, {r['compression']}, sha256 {r['sha256']})"
         if r["changed"] else f"{r['name']}: holds {r['image']} already (sha256 {r['sha256']}); --force writes it"))
+    return 0
+
+
+def cmd_put(args) -> int:
+    """Files to a driver that serves or keeps them (a TFTP or HTTP server), with a progress bar each."""
+    files = [_local_file(path) for path in args.files]
+    if args.name and len(files) > 1:
+        raise DriverInvalidArgument("--name renames one file; give one file with it")
+    with connect(args.host, **connect_kwargs(args)) as root:
+        driver = root.child(args.driver)
+        if not hasattr(driver, "put_file"):
+            raise DriverInvalidArgument(f"{args.driver} takes no files (its client, {type(driver).__name__}, has "
+                                        "no put_file): name a file server such as tftp or http")
+        records = []
+        for path in files:
+            name = args.name or path.name
+            with _transfer_progress(f"{path.name} -> {args.driver}:{name}", path.stat().st_size) as progress:
+                result = driver.put_file(path, name, progress=progress)
+            records.append({"driver": args.driver, "file": str(path), **result})
+    print_records(records, args.output, lambda r: f"{r['driver']}: serving {r['name']} ({r['bytes']} bytes, "
+                                                  f"sha256 {r['sha256']})")
     return 0
 
 
@@ -199,6 +230,15 @@ def add_parsers(sub) -> None:
     add_output_option(flash)
     add_connection_options(flash)
     flash.set_defaults(func=cmd_flash)
+
+    put = sub.add_parser("put", help="send files to a driver that serves them, e.g. the exporter's TFTP server; "
+                                     "they are served for the session (run it in `shell`, or give --session)")
+    put.add_argument("driver", metavar="DRIVER", help="dotted path of the file server, e.g. tftp")
+    put.add_argument("files", nargs="+", metavar="FILE")
+    put.add_argument("--name", help="the name it is served as (one file; default: its file name)")
+    add_output_option(put)
+    add_connection_options(put)
+    put.set_defaults(func=cmd_put)
 
     console = sub.add_parser("console", help="use a board's console (a driver's byte stream) from this terminal")
     console.add_argument("driver", metavar="DRIVER", help="dotted path, e.g. board.console")
