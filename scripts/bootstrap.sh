@@ -79,6 +79,7 @@ ensure_qemu_board() {
     command -v qemu-img >/dev/null || missing+=(qemu-utils)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     { command -v mkfs.ext4 && command -v debugfs; } >/dev/null || missing+=(e2fsprogs)
+    [ -e /usr/lib/u-boot/qemu-x86/u-boot.rom ] || missing+=(u-boot-qemu)  # the U-Boot board's firmware
     if [ ${#missing[@]} -gt 0 ]; then
         if ! command -v apt-get >/dev/null; then
             echo "bootstrap: the QEMU board's tests need ${missing[*]}: install them (no apt-get here)" >&2

@@ -18,6 +18,8 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_console imp
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import READY, split_word
 
 QUIET = 2.0  # seconds of silence after which an attaching console is taken for a shell without prompt
+# U-Boot's answer to Ctrl-C (ahead of the ">" that the shell prompt pattern would take), its prompt and countdown
+BOOTLOADER = rb"<INTERRUPT>|\n=> |Hit any key to stop autoboot"
 
 
 class ConsoleSilent(ConsoleTimeout):
@@ -51,6 +53,7 @@ def attach(console: SerialConsole, user: str | None, password: str | None, timeo
         wait = deadline - time.monotonic()
         if not setup_sent:
             choices["shell"] = console.prompts.shell
+            choices["bootloader"] = BOOTLOADER
             wait = min(wait, QUIET)
         try:
             name, _match = console.expect(choices, max(0.1, wait), "a login prompt or a shell")
@@ -72,6 +75,10 @@ def attach(console: SerialConsole, user: str | None, password: str | None, timeo
             if setup_sent or time.monotonic() >= deadline:
                 raise
             name = "shell"
+        if name == "bootloader":
+            raise ConsoleError("the console shows U-Boot, not Linux: the board is in its bootloader (the keys this "
+                               "connection sends stop a countdown; boot a U-Boot board with "
+                               "jumpstarter.lab.bootloader autoboot=true, or net-boot it, before its tasks)")
         if name == "ready":
             console.ready = True
             console.log("console shell ready")

@@ -18,7 +18,8 @@ from ansible.parsing.plugin_docs import read_docstring
 from conftest import Lab, start_exporter
 from helpers import BIN, ROOT, ControllerLab, cli
 
-MODULES = ("call", "flash", "lease", "exporter_info", "lease_info")
+MODULES = ("call", "flash", "lease", "exporter_info", "lease_info")  # their EXAMPLES run here, on sim boards
+ON_THE_UBOOT_BOARD = ("bootloader",)  # its EXAMPLES need U-Boot: tests/ansible/test_uboot_board.py runs them
 PASSWORD = "s3cret"
 CONSOLE_VARS = {"jumpstarter_console": "'board.console'", "ansible_password": f"'{PASSWORD}'",
                 "ansible_python_interpreter": "'/usr/bin/python3'"}
@@ -108,9 +109,9 @@ def playbook_text(examples: str) -> str:
     return play + textwrap.indent(examples, "    ")
 
 
-def module_of(task: dict) -> str | None:
+def module_of(task: dict, modules) -> str | None:
     for key in task:
-        for module in MODULES:
+        for module in modules:
             if key in (module, f"jumpstarter.lab.{module}"):
                 return module
     return None
@@ -169,7 +170,7 @@ def assert_ran_and_returned(name: str, output: dict, plays: list[dict], modules:
             if "name" in source:
                 assert task["name"] == source["name"], where
             assert task["hosts"], f"{where}: ran on no host"
-            module = module_of(source)
+            module = module_of(source, modules)
             for host, result in task["hosts"].items():
                 items = result["results"] if "results" in result else [result]
                 for item in items:
@@ -184,7 +185,15 @@ def assert_ran_and_returned(name: str, output: dict, plays: list[dict], modules:
 
 @pytest.fixture(scope="module")
 def modules() -> dict:
-    return {module: docs(ROOT / "plugins" / "modules" / f"{module}.py") for module in MODULES}
+    return module_docs(MODULES)
+
+
+def module_docs(names) -> dict:
+    return {module: docs(ROOT / "plugins" / "modules" / f"{module}.py") for module in names}
+
+
+def test_every_module_has_its_examples_run():
+    assert {path.stem for path in (ROOT / "plugins" / "modules").glob("*.py")} == {*MODULES, *ON_THE_UBOOT_BOARD}
 
 
 # the call and flash examples reach the board on the desk (no lease needed); the others the controller's

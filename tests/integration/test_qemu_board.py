@@ -276,6 +276,9 @@ def test_upstream_and_seed_configs_load():
     ("{hostfwd: {web: {guestport: 80, protocol: udp}}}", "hostfwd.web.protocol: only tcp is supported"),
     ("{default_partitions: {OVMF_CODE.fd: /x}}", "default_partitions: 'OVMF_CODE.fd' is not supported"),
     ("{initrd: /boot/initrd.img}", "initrd and append need a kernel"),
+    ("{firmware: u-boot, kernel: /boot/vmlinuz}", "firmware u-boot loads its kernel itself (tftpboot, or from"),
+    ("{firmware: u-boot, default_partitions: {bios: /x.rom}}", "firmware u-boot and default_partitions.bios both"),
+    ("{firmware: grub}", 'export.board.config.firmware: expected "default" or "u-boot"'),
 ])
 def test_bad_settings_are_named(config, message):
     with pytest.raises(ConfigError) as failure:

@@ -24,7 +24,7 @@ init_plugin_loader([sys.argv[1]])
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.module_spec import argument_spec
 
 out = {}
-for name in ("call", "flash", "lease", "exporter_info", "lease_info"):
+for name in ("call", "flash", "lease", "exporter_info", "lease_info", "bootloader"):
     fqcn = "jumpstarter.lab." + name
     doc = get_docstring(module_loader.find_plugin(fqcn), fragment_loader, is_module=True)[0]
     out[name] = {"spec": argument_spec(fqcn), "options": doc["options"]}
@@ -59,6 +59,30 @@ def test_flash_spec_is_its_documentation(modules):
         "src": {"type": "path", "required": True},
         "storage": {"type": "str"},
         "force": {"type": "bool", "default": False},
+        "client_config": {"type": "path"},
+        "timeout": {"type": "int", "default": 30},
+    }
+
+
+def test_bootloader_spec_is_its_documentation(modules):
+    assert modules["bootloader"]["spec"] == {
+        "uboot": {"type": "str"},
+        "tftp": {"type": "str", "default": "tftp"},
+        "autoboot": {"type": "bool", "default": False},
+        "reboot": {"type": "bool", "default": True},
+        "env": {"type": "dict", "default": {}},
+        "commands": {"type": "list", "elements": "str", "default": []},
+        "image": {"type": "path"},
+        "device": {"type": "str", "default": "virtio 0"},
+        "kernel": {"type": "path"},
+        "initrd": {"type": "path"},
+        "dtb": {"type": "path"},
+        "bootargs": {"type": "str"},
+        "boot_method": {"type": "str", "choices": ["zboot", "bootz", "booti", "bootm"]},
+        "wait_for": {"type": "str"},
+        "boot_timeout": {"type": "int", "default": 300},
+        "prompt_timeout": {"type": "int"},
+        "transfer_timeout": {"type": "int", "default": 600},
         "client_config": {"type": "path"},
         "timeout": {"type": "int", "default": 30},
     }

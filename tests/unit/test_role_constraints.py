@@ -13,7 +13,8 @@ from helpers import ROOT
 CONSTRAINTS = ROOT / "roles" / "venv" / "files" / "constraints.txt"
 OURS = {"jumpstarter-lab", "jumpstarter-lab-driver-power", "jumpstarter-lab-driver-serial",
         "jumpstarter-lab-driver-network", "jumpstarter-lab-driver-storage", "jumpstarter-lab-driver-gpio",
-        "jumpstarter-lab-driver-shell", "jumpstarter-lab-driver-sim", "jumpstarter-lab-driver-netboot"}
+        "jumpstarter-lab-driver-shell", "jumpstarter-lab-driver-sim", "jumpstarter-lab-driver-netboot",
+        "jumpstarter-lab-driver-uboot"}
 EXTRAS = {"jumpstarter-lab": ("controller",), "psycopg": ("binary",)}  # what the roles ask for
 
 

@@ -19,6 +19,10 @@ from .machine import MACHINES, Forward, Machine, Spec
 
 CONNECT_TIMEOUT = 10.0
 BUILTIN_CHILDREN = ("power", "console", "storage", "network")
+# Debian's u-boot-qemu builds (the 32-bit x86 one: zboot of a 64-bit kernel hangs in Debian 12's x86_64 build).
+# Its device tree is i440fx's: on q35 it takes the NIC in slot 1 for the chipset and finds no network.
+UBOOT_FIRMWARE = {"x86_64": ("/usr/lib/u-boot/qemu-x86/u-boot.rom", "pc"),
+                  "aarch64": ("/usr/lib/u-boot/qemu_arm64/u-boot.bin", "virt")}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
 
 
@@ -137,6 +141,7 @@ class QemuBoard(CompositeInterface, Driver):
     qemu_binary: str | None = None
     guest_port: int = 22
     extra_args: list[str] = field(default_factory=list)
+    firmware: Literal["default", "u-boot"] = "default"
     # Upstream's QEMU driver's names for the same things, accepted as they are.
     arch: str = "x86_64"
     cpu: str | None = None
@@ -160,6 +165,16 @@ class QemuBoard(CompositeInterface, Driver):
             raise ValueError(f"cpu_cores: must be at least 1, got {cpus}")
         if (self.initrd or self.append) and not self.kernel:
             raise ValueError("initrd and append need a kernel (direct kernel boot)")
+        bios = partitions.get("bios")
+        if self.firmware == "u-boot":
+            if self.kernel:
+                raise ValueError("firmware u-boot loads its kernel itself (tftpboot, or from the disk): "
+                                 "remove the kernel setting")
+            if bios:
+                raise ValueError("firmware u-boot and default_partitions.bios both name the firmware; give one")
+            bios, machine = UBOOT_FIRMWARE[self.arch]
+        else:
+            machine = None
         if not 0 < self.guest_port < 65536:
             raise ValueError(f"guest_port: must be 1-65535, got {self.guest_port}")
         forwards = {"network": Forward(guest_port=self.guest_port)}
@@ -169,7 +184,7 @@ class QemuBoard(CompositeInterface, Driver):
         self.machine = Machine(Spec(
             image=_optional_path(image), kernel=_optional_path(self.kernel), initrd=_optional_path(self.initrd),
             append=self.append if self.append is not None else default_append if self.kernel else None,
-            bios=_optional_path(partitions.get("bios")),
+            bios=_optional_path(bios), bios_package="u-boot-qemu" if self.firmware == "u-boot" else None, machine=machine,
             memory_mib=parse_size(memory if memory is not None else "512M", 1 << 20, "memory") >> 20,
             cpus=cpus, cpu=self.cpu, arch=self.arch, accel=self.accel, binary=self.qemu_binary,
             disk_bytes=parse_size(self.disk_size, 1, "disk_size") if self.disk_size else None,

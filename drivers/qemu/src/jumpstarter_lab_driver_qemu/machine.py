@@ -111,6 +111,8 @@ class Spec:
     binary: str | None
     disk_bytes: int | None
     extra_args: list[str] = field(default_factory=list)
+    bios_package: str | None = None  # the Debian package of a firmware the board chose itself
+    machine: str | None = None  # QEMU -machine, when not the arch's usual one
 
 
 class _Exited(Exception):
@@ -259,6 +261,8 @@ class Machine:
         return found
 
     def _check_boot_files(self) -> None:
+        if self.spec.bios_package and not self.spec.bios.is_file():
+            raise DriverError(f"firmware {self.spec.bios} not found (Debian package {self.spec.bios_package})")
         for name, path in (("kernel", self.spec.kernel), ("initrd", self.spec.initrd), ("bios", self.spec.bios)):
             if path is not None and not path.is_file():
                 raise DriverError(f"{name} {path} not found (the board's '{name}' setting)")
@@ -333,7 +337,7 @@ class Machine:
 
     def _argv(self, binary: str, accel: str, disk: Path | None) -> list[str]:
         spec, work = self.spec, self.workdir
-        machine, _console = MACHINES[spec.arch]
+        machine = spec.machine or MACHINES[spec.arch][0]
         argv = [binary, "-name", "jumpstarter-lab-board", "-nodefaults", "-no-user-config", "-display", "none", "-S",
                 "-machine", machine, "-accel", "tcg,thread=multi" if accel == "tcg" else accel,
                 "-cpu", spec.cpu or "max", "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M",

@@ -43,6 +43,7 @@ UPSTREAM_INTERFACES = (
     "jumpstarter_driver_power.client.*",
     "jumpstarter_driver_pyserial.client.*",
     "jumpstarter_driver_shell.client.*",
+    "jumpstarter_driver_uboot.client.*",
 )
 
 

@@ -4,6 +4,9 @@
   jumpstarter-lab-qemu-image path                   the cached image's directory, exit 1 when not built
   jumpstarter-lab-qemu-image config                 an ExporterConfig entry booting the cached image
   jumpstarter-lab-qemu-image mark IMAGE MARKER OUT  a copy of a root filesystem with another marker
+  jumpstarter-lab-qemu-image bootdisk OUT [--marker M]
+                                                    the guest as a partitioned disk U-Boot boots by itself
+                                                    (gzip-compressed when OUT ends in .gz)
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from .bootdisk import build_boot_disk
 from .build import BuildError, build
 from .cache import default_dir, find
 from .marker import set_marker
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     mark.add_argument("image", type=Path)
     mark.add_argument("marker")
     mark.add_argument("output", type=Path)
+    bootdisk = commands.add_parser("bootdisk", help="write the guest as a disk that boots through U-Boot")
+    bootdisk.add_argument("output", type=Path)
+    bootdisk.add_argument("--marker", help="the JUMPSTARTER_MARKER its console shows (default: the image's)")
+    bootdisk.add_argument("--image", type=Path, help="the image's directory (default: the cache)")
     args = parser.parse_args(argv)
 
     try:
@@ -60,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "mark":
             print(set_marker(args.image, args.output, args.marker))
         else:
-            image = find(args.output)
+            where = args.image if args.command == "bootdisk" else args.output
+            image = find(where)
             if image is None:
-                _progress(f"no image of the current recipe at {args.output or default_dir()}; "
+                _progress(f"no image of the current recipe at {where or default_dir()}; "
                           "run `jumpstarter-lab-qemu-image build` (as root)")
                 return 1
-            if args.command == "path":
+            if args.command == "bootdisk":
+                print(build_boot_disk(image, args.output, args.marker))
+            elif args.command == "path":
                 print(image.directory)
             else:
                 sys.stdout.write(CONFIG.format(image=image))
