@@ -28,7 +28,7 @@ from .exporters import Exporters
 from .lease_policy import ExporterKey, ExporterSeen
 from .lease_record import ACTIVE, LeaseRecord, LeaseState, grant_id
 from ..wire.protocol import common_pb2
-from .store import Store, lease_clock, leases, now
+from .store import Store, database_failure, lease_clock, leases, now
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class LeaseWriter:
                 logger.exception("writing lease changes failed; reloading the lease state")
                 for _op, _refresh, future in pending:
                     if not future.done():
-                        future.set_exception(JumpstarterLabError(f"the controller's database failed: {e}"))
+                        future.set_exception(database_failure(e))
                 try:
                     await loop.run_in_executor(self._thread, self._load)
                 except Exception:

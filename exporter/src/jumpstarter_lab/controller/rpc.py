@@ -11,6 +11,7 @@ import inspect
 import logging
 
 import grpc
+import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 
 from ..wire import metadata, names
@@ -18,7 +19,7 @@ from ..wire.errors import JumpstarterLabError, NotAuthenticated, status_for_exce
 from ..wire.protocol import client_pb2, kubernetes_pb2
 from .auth import Authority, Identity
 from .lease_record import LeaseRecord, LeaseState
-from .store import now
+from .store import database_failure, now
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ async def abort(context, exc: Exception):
     """End the call with the status code of `exc` (the wire's error table)."""
     if not isinstance(exc, (JumpstarterLabError, ValueError)):
         logger.exception("controller call failed")
+        if isinstance(exc, sa.exc.DBAPIError):
+            exc = database_failure(exc)
     await context.abort(status_for_exception(exc), str(exc))
 
 

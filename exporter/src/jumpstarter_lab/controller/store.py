@@ -20,7 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from ..wire.errors import ConfigError
+from ..wire.errors import ConfigError, JumpstarterLabError
 
 metadata = sa.MetaData()
 
@@ -235,6 +235,12 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def database_failure(error: Exception) -> JumpstarterLabError:
+    """A database error as clients are told it: the database's own words (SQLite's "database or disk is
+    full"), without SQLAlchemy's statement and documentation link."""
+    return JumpstarterLabError(f"the controller's database failed: {getattr(error, 'orig', None) or error}")
 
 
 def loads(text: str | None) -> dict:
