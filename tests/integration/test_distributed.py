@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import hashlib
+import hmac
 import json
 import signal
 import subprocess
@@ -106,8 +108,10 @@ def test_lease_expires_when_keepalive_stops(lab):
 
 
 def test_tokens_that_must_be_refused(lab):
+    from cryptography.hazmat.primitives import serialization
+
     from jumpstarter_lab.controller.auth import Authority
-    from jumpstarter_lab.controller.store import Store
+    from jumpstarter_lab.controller.store import Store, identities
 
     alice = lab.client("alice")
     lab.exporter("bench1", "board=mock")
@@ -116,7 +120,22 @@ def test_tokens_that_must_be_refused(lab):
     stranger = Authority(Store(f"sqlite:///{lab.workdir / 'other.db'}"))
     real_kid = authority._kid
     stranger._kid = real_kid  # claims the controller's key id, signed with another key
+    issued = int(time.time())
+    claims = {"iss": "jumpstarter-lab", "aud": "jumpstarter-lab:client", "sub": "client:default/alice",
+              "kind": "client", "namespace": "default", "name": "alice", "gen": 1, "iat": issued, "exp": issued + 3600}
+    public_pem = authority._public_key(real_kid).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    carol = authority.create("client", "default", "carol")
+    with authority.store.transaction() as conn:  # an identity deleted from the database behind the controller's back
+        conn.execute(identities.delete().where(identities.c.name == "carol"))
     cases = {
+        "not yet valid": (authority._sign(claims | {"iat": issued + 3600, "nbf": issued + 3600, "exp": issued + 7200}),
+                          "invalid client token: The token is not yet valid"),
+        "alg none": (unsigned_token(claims, "none", b"", real_kid), "invalid client token: The specified alg value "
+                                                                    "is not allowed"),
+        "HS256 keyed with the public key": (unsigned_token(claims, "HS256", public_pem, real_kid),
+                                            "invalid client token: The specified alg value is not allowed"),
+        "deleted identity": (carol, "the token of client default/carol was revoked"),
         "unknown key": (Authority(Store(f"sqlite:///{lab.workdir / 'third.db'}")).create("client", "default", "alice"),
                         "token signed by an unknown key"),
         "forged": (stranger.token("client", "default", "alice", 1), "invalid client token: Signature verification failed"),
@@ -145,6 +164,17 @@ def test_tokens_that_must_be_refused(lab):
         raise AssertionError("the revoked token kept working")
 
     assert "was revoked" in run(with_client(alice, refused_within_the_cache_time))
+
+
+def unsigned_token(claims: dict, alg: str, secret: bytes, kid: str) -> str:
+    """A JWT made by hand, as an attacker would: `alg: none` (no signature) or an HMAC keyed with `secret`
+    (the classic confusion: the verifier's public key used as an HMAC secret)."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signed = part(json.dumps({"alg": alg, "typ": "JWT", "kid": kid}).encode()) + "." + part(json.dumps(claims).encode())
+    signature = hmac.new(secret, signed.encode(), hashlib.sha256).digest() if alg == "HS256" else b""
+    return signed + "." + part(signature)
 
 
 def test_capabilities_limit_exporters_and_methods(lab):
@@ -219,7 +249,16 @@ def test_exporter_killed_mid_lease_ends_the_lease(lab):
 
 
 def test_two_replicas_on_postgres_grant_an_exporter_once(postgres, tmp_path):
-    lab = ControllerLab(tmp_path, postgres.database("race"))
+    two_replicas_grant_an_exporter_once(ControllerLab(tmp_path, postgres.database("race")), tmp_path)
+
+
+def test_two_controller_processes_on_one_sqlite_file_grant_an_exporter_once(tmp_path):
+    """Two controllers started on the same SQLite file by mistake (or as replicas on one host) are correct:
+    the file's write lock orders their grants as PostgreSQL's row lock does."""
+    two_replicas_grant_an_exporter_once(ControllerLab(tmp_path, str(tmp_path / "controller.db")), tmp_path)
+
+
+def two_replicas_grant_an_exporter_once(lab: ControllerLab, tmp_path):
     try:
         second_port = free_port()
         lab.controller(second_port)
