@@ -211,13 +211,13 @@ DISTRIBUTED_EXPORT = {"power": {"type": "jumpstarter_driver_power.driver.MockPow
 class Process:
     """A long-running jumpstarter-lab command whose first stdout line says it is ready."""
 
-    def __init__(self, args: list[str], log: Path, ready: str):
-        self.args, self.log, self.ready = args, log, ready
+    def __init__(self, args: list[str], log: Path, ready: str, program: str = CLI):
+        self.args, self.log, self.ready, self.program = args, log, ready, program
         self.start()
 
     def start(self) -> None:
         self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([CLI, *self.args], stdout=subprocess.PIPE, stderr=self._log,
+        self.process = subprocess.Popen([self.program, *self.args], stdout=subprocess.PIPE, stderr=self._log,
                                         env=subprocess_env(), start_new_session=True)
         line = self.process.stdout.readline().decode()
         assert line.startswith(self.ready), f"{self.args[0]} did not start: {line!r}\n{self.log.read_text()}"
@@ -235,6 +235,8 @@ class Process:
 class ControllerLab:
     """A controller (or several replicas) on one database, clients and exporters made with `admin`."""
 
+    GRACE = 4.0  # seconds an exporter may go unheard of before the controller counts it offline
+
     def __init__(self, workdir: Path, db: str, serve: tuple[str, ...] = ("--insecure",),
                  trust: tuple[str, ...] = ("--insecure",)):
         """`serve`: the controller's TLS options; `trust`: how clients and exporters reach it."""
@@ -247,7 +249,8 @@ class ControllerLab:
     def controller(self, port: int | None = None, *extra: str) -> Process:
         port = port or self.port
         process = Process(["controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", *self.serve,
-                           "--exporter-grace", "4", *extra], self.workdir / f"controller-{port}.log", "listening on")
+                           "--exporter-grace", str(self.GRACE), *extra], self.workdir / f"controller-{port}.log",
+                          "listening on")
         self.started.append(process)
         return process
 

@@ -9,6 +9,7 @@ import logging
 import grpc
 
 from ..wire import defaults
+from ..wire.channels import SERVER_OPTIONS
 from ..wire.errors import ConfigError
 from ..wire.protocol import client_pb2_grpc, jumpstarter_pb2_grpc, router_pb2_grpc
 from .auth import Authority
@@ -36,8 +37,7 @@ class Controller:
                     ready=None) -> None:
         if not insecure and not (tls_cert and tls_key):
             raise ConfigError("the controller needs --tls-cert and --tls-key, or --insecure to serve without TLS")
-        server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1),
-                                          ("grpc.http2.min_ping_interval_without_data_ms", 5000)])
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         address = f"{host}:{port}"
         bound = (server.add_insecure_port(address) if insecure
                  else server.add_secure_port(address, grpc.ssl_server_credentials([(tls_key, tls_cert)])))

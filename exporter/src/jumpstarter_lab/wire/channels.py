@@ -14,21 +14,32 @@ import grpc
 from .errors import ConfigError
 
 MAX_MESSAGE = 64 * 1024 * 1024
+# Both sides ping an idle connection every KEEPALIVE_MS and drop it when no answer comes within
+# KEEPALIVE_TIMEOUT_MS: a peer gone without a word (power lost, cable pulled, a partition) ends its
+# streams in seconds instead of at the kernel's TCP keepalive, two hours on. The controller counts an
+# exporter online while its Status stream is open, so that stream must end when the exporter is gone.
 KEEPALIVE_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),  # gRPC waits this long (60 s by default) for any ping
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # gRPC's default, 2, stops pinging a connection idle for long
+]
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.keepalive_time_ms", KEEPALIVE_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
+    *_KEEPALIVE,
 ]
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),  # what our clients' pings need
+    *_KEEPALIVE,
 ]
 
 
