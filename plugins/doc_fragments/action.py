@@ -54,3 +54,21 @@ attributes:
         (C(delegate_to: localhost), or a play on localhost), because Ansible looks for the job with
         M(ansible.builtin.async_status) through the host's connection; on a board's connection it fails saying so.
 """
+
+    # The one timeout of the modules that reach a board's exporter (call, flash, bootloader).
+    EXPORTER_TIMEOUT = r"""
+options:
+  timeout:
+    description: Seconds to wait for the exporter to answer when connecting.
+    type: int
+    default: 30
+"""
+
+    # The one timeout of the modules that only read from the controller (exporter_info, lease_info).
+    CONTROLLER_TIMEOUT = r"""
+options:
+  timeout:
+    description: Seconds to wait for the controller's answer.
+    type: int
+    default: 30
+"""

@@ -26,6 +26,7 @@ author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
   - jumpstarter.lab.client_config
+  - jumpstarter.lab.action.exporter_timeout
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -109,17 +110,11 @@ options:
     description: Seconds a TFTP load or a disk write may take.
     type: int
     default: 600
-  timeout:
-    description: Seconds to wait for the exporter to answer when connecting.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
     details:
       - Checks that the files exist and that the exporter has the U-Boot (and TFTP) drivers; touches nothing.
-  diff_mode:
-    support: none
 notes:
   - O(image) and O(kernel) together write the image first, then net-boot the kernel.
   - The QEMU board with C(firmware=u-boot) reaches a TFTP server on a 127.x address at port 69 (QEMU's user

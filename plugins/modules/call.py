@@ -23,6 +23,7 @@ extends_documentation_fragment:
   - jumpstarter.lab.action.async_job  # before jumpstarter.lab.action, whose async it replaces
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
   - jumpstarter.lab.client_config
+  - jumpstarter.lab.action.exporter_timeout
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -46,10 +47,6 @@ options:
         to return at most; the stream is ended there.
     type: int
     default: 100
-  timeout:
-    description: Seconds to wait for the exporter to answer when connecting.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: partial

@@ -17,6 +17,7 @@ author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
   - jumpstarter.lab.client_config
+  - jumpstarter.lab.action.controller_timeout
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -28,10 +29,6 @@ options:
   name:
     description: Only the exporter of this name; the task fails when there is none.
     type: str
-  timeout:
-    description: Seconds to wait for the controller's answer.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full

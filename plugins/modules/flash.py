@@ -23,6 +23,7 @@ extends_documentation_fragment:
   - jumpstarter.lab.action.async_job  # before jumpstarter.lab.action, whose async it replaces
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
   - jumpstarter.lab.client_config
+  - jumpstarter.lab.action.exporter_timeout
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -40,10 +41,6 @@ options:
     description: Write the image even when the storage holds it already.
     type: bool
     default: false
-  timeout:
-    description: Seconds to wait for the exporter to answer when connecting.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full

@@ -17,6 +17,7 @@ author: jumpstarter.lab developers (@jumpstarter-lab)
 extends_documentation_fragment:
   - jumpstarter.lab.action  # first: its membership wins over the empty one of .actiongroups
   - jumpstarter.lab.client_config
+  - jumpstarter.lab.action.controller_timeout
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - ansible.builtin.action_common_attributes.flow
@@ -32,10 +33,6 @@ options:
     description: A label selector over the leases' tags, e.g. C(ci-job=1234) (see the O(jumpstarter.lab.lease#module:tags) option).
     type: str
     default: ""
-  timeout:
-    description: Seconds to wait for the controller's answer.
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
