@@ -32,19 +32,24 @@ class ActionModule(JumpstarterAction):
             from jumpstarter_lab_driver_storage.client import file_sha256
 
             name, storage = locate_driver(root, args["storage"], labels.STORAGE_MUX, "storage", preferred="storage")
+            result = {"src": src, "storage": name}
             try:
-                held = storage.flashed_image() if hasattr(storage, "flashed_image") else None
-                digest = file_sha256(src)
-                result = {"src": src, "storage": name}
-                if self._task.diff:
-                    result["diff"] = _diff(name, held, src, digest)
                 if self._task.check_mode:
+                    held, digest = storage.flashed_image(), file_sha256(src)
+                    if self._task.diff:
+                        result["diff"] = _diff(name, held, src, digest)
                     same = bool(held and held.get("intact") and held.get("sha256") == digest and not args["force"])
                     return {**result, "changed": not same, "sha256": digest,
                             "msg": f"{name} holds {src} already" if same else f"would flash {src} to {name}"}
+                # flash() reads the storage's record and hashes the image itself; only a forced write's diff
+                # needs the record beforehand
+                forced_held = storage.flashed_image() if self._task.diff and args["force"] else None
                 outcome = storage.flash(src, force=args["force"])
             except Exception as e:  # the library's errors say what the exporter refused and why
                 raise AnsibleActionFail(f"flash {src} to {name}: {e}") from None
+        if self._task.diff:
+            held = forced_held if args["force"] else outcome["previous"]
+            result["diff"] = _diff(name, held, src, outcome["sha256"])
         return {**result, "changed": outcome["changed"], **{key: outcome[key] for key in RESULT}}
 
 

@@ -132,6 +132,9 @@ def test_check_mode_calls_read_only_methods_and_flash_is_idempotent(elsewhere):
     assert checked["changed"] is False and "holds" in checked["msg"], checked
     assert checked["diff"]["before"] == checked["diff"]["after"], checked
     assert again["changed"] is False and again["bytes_received"] == 0 and again["sha256"] == first["sha256"], again
+    assert again["diff"]["before"] == again["diff"]["after"] == f"sha256: {first['sha256']}\n", again
     assert forced["changed"] is True and forced["bytes_received"] == new_image.stat().st_size, forced
+    assert forced["diff"]["before"] == forced["diff"]["after"], forced  # the record it held before the write
+    assert "(written " in forced["diff"]["before_header"], forced
     assert other["changed"] is True and other["msg"].startswith("would flash"), other
     assert other["diff"]["before"] == f"sha256: {first['sha256']}\n" != other["diff"]["after"], other

@@ -89,7 +89,8 @@ class StorageMuxClient(DriverClient):
 
     def flash(self, path: str | Path, progress=None, force: bool = False) -> dict:
         """host -> write (verified) -> dut, as upstream's flash does; `changed` in the result says whether
-        anything was written: unless `force`, an image the storage still holds is not written again."""
+        anything was written: unless `force`, an image the storage still holds is not written again.
+        `previous` is the record it compared with (flashed_image(); None with `force`)."""
         self.host()
         held = None if force else self.flashed_image()
         if held and held.get("intact") and held.get("sha256") == file_sha256(path):
@@ -98,4 +99,4 @@ class StorageMuxClient(DriverClient):
         else:
             result = {**self.write_file(path, progress), "changed": True}
         self.dut()
-        return result
+        return {**result, "previous": held}
