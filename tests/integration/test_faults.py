@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import CLI, FIXTURES, ControllerLab, Process, cli, free_port
-from jumpstarter_lab.client import ClientConfig, ControllerClient
+from helpers import CLI, FIXTURES, ControllerLab, Process, cli, free_port, subprocess_env, wait_for
+from jumpstarter_lab.client import ClientConfig, ControllerClient, connect_lease
 from jumpstarter_lab.wire.errors import JumpstarterLabError
 
 FLEET = 50
@@ -285,3 +285,63 @@ def test_a_full_disk_under_the_database_fails_requests_clearly_and_loses_nothing
                 assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         finally:
             lab.stop()
+
+
+def slow_and_streaming(started: Path) -> dict:
+    """An exporter's tree with a method that takes two minutes (saying when it began) and an echo stream."""
+    return {"tools": {"type": "jumpstarter_driver_shell.driver.Shell",
+                      "config": {"methods": {"wait": f"touch {started}; sleep 120"}}},
+            "echo": {"type": "jumpstarter_driver_network.driver.EchoNetwork"}}
+
+
+def test_an_exporter_killed_mid_call_and_mid_stream_ends_both_with_a_clear_error(lab):
+    """A call under way (a shell method, through the CLI in the lease's shell) and a byte stream (through the
+    library), both through the router, when the exporter is killed: each ends with an error that says the
+    exporter went away, in seconds, and the lease ends with the reason."""
+    alice = lab.client("alice")
+    started = lab.workdir / "wait-started"
+    exporter = lab.exporter("bench1", "board=mock", export=slow_and_streaming(started))
+
+    async def take() -> str:
+        client = ControllerClient(alice)
+        try:
+            return (await client.wait_ready((await client.create_lease("board=mock", 600, ttl=60)).name, 30)).name
+        finally:
+            await client.close()
+
+    lease = asyncio.run(take())
+    config = str(lab.workdir / "alice.yaml")
+    call = subprocess.Popen([CLI, "shell", "--client-config", config, "--lease", lease, "--", CLI, "call",
+                             "tools.call_method", "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env())
+    try:
+        with connect_lease(alice, lease) as root, root.echo.stream() as stream:
+            stream.send(b"ping")
+            assert stream.receive(timeout=10) == b"ping"
+            wait_for(lambda: started.exists() or call.poll() is not None, 30, "the call to start")
+            assert call.poll() is None, call.communicate()
+            exporter.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            with pytest.raises(JumpstarterLabError) as broken:
+                while stream.receive(timeout=60):
+                    pass
+            stream_ended = time.monotonic() - killed
+        _out, err = call.communicate(timeout=60)
+        call_ended = time.monotonic() - killed
+    finally:
+        if call.poll() is None:
+            call.kill()
+    assert call.returncode not in (0, None), err
+    print(f"exporter killed: the stream failed {stream_ended:.1f}s after, with {broken.value!r}; "
+          f"the call {call_ended:.1f}s after, with {err.strip().splitlines()[-1]!r}")
+
+    async def ended() -> str:
+        client = ControllerClient(alice)
+        try:
+            while not (status := await client.get_lease(lease)).ended:
+                await asyncio.sleep(0.2)
+            return status.message
+        finally:
+            await client.close()
+
+    assert asyncio.run(asyncio.wait_for(ended(), 30)) == "the exporter went offline"
