@@ -282,6 +282,31 @@ class ControllerLab:
         self.started.append(process)
         return process
 
+    def fleet(self, count: int, labels: dict[str, str], clients: tuple[str, ...] = ("alice",)) -> tuple[dict, list[str]]:
+        """`count` exporters (a mock power each) and `clients`, declared with `admin apply`; the exporters served by
+        one fleet process (tests/fixtures/fleet.py: the exporter's own controller link, many to an interpreter).
+        Returns ({client name: ClientConfig}, exporter names)."""
+        from jumpstarter_lab.client import ClientConfig
+
+        declared = self.workdir / "fleet.yaml"
+        names = [f"board{number:03d}" for number in range(count)]
+        declared.write_text(yaml.safe_dump({
+            "endpoint": self.endpoint, "tls": {"insecure": True}, "clients": [{"name": name} for name in clients],
+            "exporters": [{"name": name, "labels": labels} for name in names]}))
+        configs = self.workdir / "configs"
+        applied = cli("admin", "apply", "--db", self.db, "--file", str(declared), "--out-dir", str(configs))
+        assert applied.returncode == 0, applied.stderr
+        paths = []
+        for name in names:
+            path = configs / "exporters" / "default" / f"{name}.yaml"
+            config = yaml.safe_load(path.read_text())
+            config["export"] = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"}}
+            path.write_text(yaml.safe_dump(config))
+            paths.append(str(path))
+        self.started.append(Process([str(FIXTURES / "fleet.py"), *paths], self.workdir / "fleet.log",
+                                    f"registered {count}", program=sys.executable))
+        return {name: ClientConfig.load(configs / "clients" / "default" / f"{name}.yaml") for name in clients}, names
+
     def stop(self) -> None:
         for process in reversed(self.started):
             if process.process.poll() is None:

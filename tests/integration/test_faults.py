@@ -10,16 +10,14 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from helpers import CLI, FIXTURES, ControllerLab, Process, cli, free_port, subprocess_env, wait_for
-from jumpstarter_lab.client import ClientConfig, ControllerClient, connect_lease
+from helpers import CLI, ControllerLab, cli, free_port, subprocess_env, wait_for
+from jumpstarter_lab.client import ControllerClient, connect_lease
 from jumpstarter_lab.wire.errors import JumpstarterLabError
 
 FLEET = 50
@@ -32,41 +30,19 @@ def lab(tmp_path):
     lab.stop()
 
 
-def fleet(lab: ControllerLab, count: int, labels: dict[str, str]) -> tuple[ClientConfig, list[str]]:
-    """`count` exporters (mock power, echo network) declared with `admin apply` and served by one fleet process,
-    and the config of a client alice who may lease them."""
-    declared = lab.workdir / "fleet.yaml"
-    names = [f"board{number:02d}" for number in range(count)]
-    declared.write_text(yaml.safe_dump({
-        "endpoint": lab.endpoint, "tls": {"insecure": True}, "clients": [{"name": "alice"}],
-        "exporters": [{"name": name, "labels": labels} for name in names]}))
-    configs = lab.workdir / "configs"
-    applied = cli("admin", "apply", "--db", lab.db, "--file", str(declared), "--out-dir", str(configs))
-    assert applied.returncode == 0, applied.stderr
-    paths = []
-    for name in names:
-        path = configs / "exporters" / "default" / f"{name}.yaml"
-        config = yaml.safe_load(path.read_text())
-        config["export"] = {"power": {"type": "jumpstarter_driver_power.driver.MockPower"}}
-        path.write_text(yaml.safe_dump(config))
-        paths.append(str(path))
-    lab.started.append(Process([str(FIXTURES / "fleet.py"), *paths], lab.workdir / "fleet.log", f"registered {count}",
-                               program=sys.executable))
-    return ClientConfig.load(configs / "clients" / "default" / "alice.yaml"), names
-
-
 async def online(client: ControllerClient) -> set[str]:
     return {exporter.name.rsplit("/", 1)[-1] for exporter in await client.exporters() if exporter.online}
 
 
 def test_a_controller_killed_with_50_leases_loses_none_and_its_exporters_come_back(lab):
-    alice, names = fleet(lab, FLEET, {"pool": "faults"})
+    clients, names = lab.fleet(FLEET, {"pool": "faults"})
+    alice = clients["alice"]
     client_config = str(lab.workdir / "configs" / "clients" / "default" / "alice.yaml")
 
     async def take() -> dict[str, str]:
         client = ControllerClient(alice)
         try:
-            asked = await asyncio.gather(*(client.create_lease("pool=faults", 600, ttl=120) for _ in names))
+            asked = await asyncio.gather(*(client.create_lease("pool=faults", 600, ttl=120) for _board in names))
             ready = await asyncio.gather(*(client.wait_ready(lease.name, 60) for lease in asked))
             return {lease.name: lease.exporter for lease in ready}
         finally:
