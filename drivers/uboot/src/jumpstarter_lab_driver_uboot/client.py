@@ -178,9 +178,7 @@ class UBootClient(CompositeClient):
 
     def run_command_checked(self, cmd: str, timeout: float = 60.0, check: bool = True) -> list[str]:
         """Upstream's form: the output's lines; UBootCommandFailed when it returns non-zero (with check)."""
-        result = self.run(cmd, timeout)
-        if check and result.rc != 0:
-            raise UBootCommandFailed(cmd, result.rc, result.output)
+        result = self.checked(cmd, timeout) if check else self.run(cmd, timeout)
         return result.output.splitlines()
 
     def checked(self, command: str, timeout: float = 60.0) -> Result:
