@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from ..driver import Driver, DriverContext
+from ..driver.composite import Proxy
 from ..wire import metadata as wire_metadata
 from ..wire.errors import MethodNotFound
 from ..wire.protocol import common_pb2, jumpstarter_pb2
@@ -38,23 +39,33 @@ class Session:
     # Each connection's capability restrictions (its lease's client's): a session outlives the connection
     # that started it, and a hook's connections share the session of a client's lease with no restriction.
     capabilities: dict[str, dict] = field(default_factory=dict)
-    paths: dict[str, str] = field(init=False)
+    paths: dict[str, list[str]] = field(init=False)  # uuid -> its names: a `ref` entry and its target share theirs
     linger_task: asyncio.Task | None = None
     closed: bool = False
 
     def __post_init__(self):
         self.drivers = {str(driver.uuid): driver for driver, _parent, _name in self.root.walk()}
         self.paths = {}
-        for driver, parent, name in self.root.walk():
-            prefix = self.paths.get(str(parent.uuid), "") if parent is not None else None
-            self.paths[str(driver.uuid)] = "" if prefix is None else (f"{prefix}.{name}" if prefix else name)
+        for driver, parent, name in self.root.walk():  # parents first: a parent's name is known before its child's
+            prefix = None if parent is None else self.paths[str(parent.uuid)][0]
+            self.paths[str(driver.uuid)] = ["" if prefix is None else f"{prefix}.{name}" if prefix else name]
+        for uuid, driver in self.drivers.items():
+            if isinstance(driver, Proxy):  # one driver under two names: allowed under either, refused under both
+                shared = self.paths[str(driver.target.uuid)]  # one list, however many refs name the target
+                shared.extend(self.paths[uuid])
+                self.paths[uuid] = shared
+
+    def path(self, uuid: str) -> str:
+        """The name a driver is known by first: for a `ref` entry, its target's."""
+        return self.paths.get(uuid, ["?"])[0]
 
     def check_allowed(self, uuid: str, method: str, peer: str) -> None:
-        """Capability restrictions of the connection `peer`: `methods` lists fnmatch patterns of DRIVER.METHOD."""
+        """Capability restrictions of the connection `peer`: `methods` lists fnmatch patterns of DRIVER.METHOD.
+        A `ref` entry and its target are one driver: a pattern matching either name allows it."""
         allowed = self.capabilities.get(peer, {}).get("methods")
-        target = f"{self.paths.get(uuid, '?')}.{method}"
-        if allowed and not any(fnmatch.fnmatchcase(target, pattern) for pattern in allowed):
-            raise PermissionError(f"this lease may not call {target} (allowed: {', '.join(allowed)})")
+        targets = [f"{path}.{method}" for path in self.paths.get(uuid, ["?"])]
+        if allowed and not any(fnmatch.fnmatchcase(target, pattern) for target in targets for pattern in allowed):
+            raise PermissionError(f"this lease may not call {' or '.join(targets)} (allowed: {', '.join(allowed)})")
 
     def driver(self, uuid: str) -> Driver:
         try:
