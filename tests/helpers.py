@@ -220,7 +220,7 @@ class Process:
         self.process = subprocess.Popen([self.program, *self.args], stdout=subprocess.PIPE, stderr=self._log,
                                         env=subprocess_env(), start_new_session=True)
         line = self.process.stdout.readline().decode()
-        assert line.startswith(self.ready), f"{self.args[0]} did not start: {line!r}\n{self.log.read_text()}"
+        assert line.startswith(self.ready), f"{' '.join(self.args[:3])} did not start: {line!r}\n{self.log.read_text()}"
         self.line = line.strip()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -238,9 +238,11 @@ class ControllerLab:
     GRACE = 4.0  # seconds an exporter may go unheard of before the controller counts it offline
 
     def __init__(self, workdir: Path, db: str, serve: tuple[str, ...] = ("--insecure",),
-                 trust: tuple[str, ...] = ("--insecure",)):
-        """`serve`: the controller's TLS options; `trust`: how clients and exporters reach it."""
-        self.workdir, self.db, self.serve, self.trust = workdir, db, serve, trust
+                 trust: tuple[str, ...] = ("--insecure",), options: tuple[str, ...] = (), verbose: bool = False):
+        """`serve`: the controller's TLS options; `trust`: how clients and exporters reach it; `options`: more
+        of `controller run`'s options; `verbose`: the controller and exporters log debug messages."""
+        self.workdir, self.db, self.serve, self.trust, self.options = workdir, db, serve, trust, options
+        self.flags = ["-v"] if verbose else []
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.started: list[Process] = []
@@ -248,8 +250,8 @@ class ControllerLab:
 
     def controller(self, port: int | None = None, *extra: str) -> Process:
         port = port or self.port
-        process = Process(["controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", *self.serve,
-                           "--exporter-grace", str(self.GRACE), *extra], self.workdir / f"controller-{port}.log",
+        process = Process([*self.flags, "controller", "run", "--db", self.db, "--listen", f"127.0.0.1:{port}", *self.serve,
+                           "--exporter-grace", str(self.GRACE), *self.options, *extra], self.workdir / f"controller-{port}.log",
                           "listening on")
         self.started.append(process)
         return process
@@ -278,7 +280,7 @@ class ControllerLab:
         assert cli(*args).returncode == 0
         if hooks:
             config.write_text(yaml.safe_dump(yaml.safe_load(config.read_text()) | {"hooks": hooks}))
-        process = Process(["exporter", "run", "--config", str(config)], self.workdir / f"{name}.log", "registered with")
+        process = Process([*self.flags, "exporter", "run", "--config", str(config)], self.workdir / f"{name}.log", "registered with")
         self.started.append(process)
         return process
 

@@ -73,7 +73,7 @@ def cmd_controller_run(args) -> int:
     host, port = parse_address(args.listen)
     cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None
     key = Path(args.tls_key).read_bytes() if args.tls_key else None
-    controller = Controller(db_url(args.db), exporter_grace=args.exporter_grace)
+    controller = Controller(db_url(args.db), exporter_grace=args.exporter_grace, router_deadline=args.router_deadline)
 
     def ready(endpoint: str) -> None:
         print(f"listening on {endpoint}", flush=True)
@@ -271,6 +271,9 @@ def add_parsers(sub) -> None:
     run.add_argument("--exporter-grace", type=float, default=defaults.EXPORTER_GRACE, metavar="SECONDS",
                      help="an exporter unheard of this long is offline and loses its lease "
                           f"(default {defaults.EXPORTER_GRACE:g})")
+    run.add_argument("--router-deadline", type=float, default=defaults.ROUTER_DEADLINE, metavar="SECONDS",
+                     help="how long the first side of a connection through the router waits for the other "
+                          f"(default {defaults.ROUTER_DEADLINE:g})")
     run.set_defaults(func=cmd_controller_run)
 
     admin = sub.add_parser("admin", help="manage clients and exporters").add_subparsers(dest="verb", required=True)

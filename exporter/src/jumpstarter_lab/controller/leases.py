@@ -95,6 +95,11 @@ class Leases:
             lease = await asyncio.to_thread(self._stored, name)
         return self.view(_owned(lease, identity, name))
 
+    async def granted(self, name: str, epoch: int) -> bool:
+        """Whether grant `epoch` of lease `name` still holds, as the database says (any replica may end it)."""
+        lease = await asyncio.to_thread(self._stored, name)
+        return lease is not None and lease.state == LeaseState.GRANTED and lease.epoch == epoch
+
     async def list(self, identity: Identity, active_only: bool = True) -> list[LeaseRecord]:
         if active_only:
             mine = [lease for lease in self.writer.active.values()

@@ -1,7 +1,9 @@
 """RouterService: the rendezvous of a client's stream and an exporter's stream for one dial.
 
 Both sides present the same router token; the first to arrive waits (with a deadline)
-for the other, then frames are copied both ways until either side ends.
+for the other, then frames are copied both ways until either side ends. A token is good
+for one meeting of a dial this router booked, while the grant it was issued for lasts:
+a token kept past its lease's release, or replayed, opens nothing.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import grpc
 
-from ..wire import metadata
+from ..wire import defaults, metadata
 from ..wire.errors import Busy
 from ..wire.protocol import router_pb2
 
@@ -32,8 +35,10 @@ MAX_PENDING_DIALS = 32  # dials of one lease whose two sides have not met yet
 
 
 class Router:
-    def __init__(self, verify, deadline: float = 30.0):
+    def __init__(self, verify: Callable[[str], dict], granted: Callable[[str, int], Awaitable[bool]],
+                 deadline: float = defaults.ROUTER_DEADLINE):
         self._verify = verify
+        self._granted = granted  # (lease, epoch) -> whether that grant still holds
         self._deadline = deadline
         self._meetings: dict[str, _Meeting] = {}
         self._expected: dict[str, tuple[str, float]] = {}  # router token jti -> (lease, until when it may meet)
@@ -58,7 +63,14 @@ class Router:
             claims = await asyncio.to_thread(self._verify, token)
         except Exception as e:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
-        key = claims["jti"]
+        key, lease = claims["jti"], claims.get("lease")
+        if key not in self._expected:  # not booked here, met already, or left unmet past its time
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this router token for lease {lease} is not expected here: it was used "
+                                "already, or its dial is older than the time given to meet")
+        if not await self._granted(lease, claims.get("epoch", -1)):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"lease {lease} has ended since this router token was issued")
         meeting = self._meetings.get(key)
         if meeting is None:  # first side: wait for the other
             meeting = self._meetings[key] = _Meeting()
@@ -67,10 +79,12 @@ class Router:
                 await asyncio.wait_for(meeting.arrived.wait(), self._deadline)
             except asyncio.TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                    f"the other side of lease {claims.get('lease')} did not arrive in {self._deadline:g}s")
+                                    f"the other side of lease {lease} did not arrive in {self._deadline:g}s")
             finally:  # met, timed out or cancelled (this side went away): the meeting is no longer waited at
                 if self._meetings.get(key) is meeting:
                     del self._meetings[key]
+                if not meeting.arrived.is_set():  # the dial failed: its other side is refused at once if it comes
+                    self._expected.pop(key, None)
             await meeting.done.wait()  # the second side's handler copies both ways
             return
         if meeting.arrived.is_set():

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 class Controller:
-    def __init__(self, db_url: str, exporter_grace: float = defaults.EXPORTER_GRACE):
+    def __init__(self, db_url: str, exporter_grace: float = defaults.EXPORTER_GRACE,
+                 router_deadline: float = defaults.ROUTER_DEADLINE):
+        self.router_deadline = router_deadline
         self.store = Store(db_url)
         self.authority = Authority(self.store)
         self.leases = Leases(self.store, exporter_grace)
@@ -45,7 +47,7 @@ class Controller:
             raise ConfigError(f"cannot listen on {address}")
         endpoint = advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{bound}"
         subscriptions = Subscriptions(self.leases, self.dials)
-        router = Router(self.authority.verify_router)
+        router = Router(self.authority.verify_router, self.leases.granted, self.router_deadline)
         jumpstarter_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerServicer(self.authority, self.leases, self.dials, subscriptions, router, endpoint), server)
         client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(self.authority, self.leases), server)

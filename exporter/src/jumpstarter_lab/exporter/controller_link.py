@@ -152,7 +152,7 @@ class ControllerLink:
         logger.info("leased to %s under %s", client, lease)
         self._ready = asyncio.Event()
         session = self.exporter.sessions.lease_session(lease)  # its consoles are recorded from the start
-        consoles = {session.paths[uuid]: output for uuid, driver in session.drivers.items()
+        consoles = {session.path(uuid): output for uuid, driver in session.drivers.items()
                     if (output := driver.console_output()) is not None}
         self._recorder = ConsoleRecorder(consoles) if consoles else None
         hook = self.config.hooks.get(BEFORE_LEASE)
@@ -369,9 +369,33 @@ class ControllerLink:
         try:
             async with channel_for(endpoint, self.config.tls) as channel:
                 call = router_pb2_grpc.RouterServiceStub(channel).Stream(metadata=bearer_metadata(token))
-                await forward(CallFrames(call, f"router for lease {lease}"), local)
+                await _forward_while(call, forward(CallFrames(call, f"router for lease {lease}"), local))
+                if await call.code() not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+                    logger.warning("client connection on lease %s ended: %s", lease, await call.details())
         except Exception as e:  # one client connection failing must not end the lease
             logger.warning("client connection on lease %s ended: %s", lease, e)
         finally:
             await local.aclose()
             self.exporter.sessions.connection_closed(peer)
+
+
+ROUTER_DRAIN = 5.0  # seconds what a router stream delivered before it ended has to reach the session
+
+
+async def _forward_while(call: grpc.aio.StreamStreamCall, forwarding) -> None:
+    """Run `forwarding` (router stream <-> session connection) until the router stream has ended and what it
+    delivered has been passed on. A connection that never carried a byte (the client never came to the
+    router) does not see the end of file: the session's server would hold it until its handshake timeout."""
+    copying = asyncio.ensure_future(forwarding)
+    ended = asyncio.ensure_future(call.code())
+    try:
+        await asyncio.wait([copying, ended], return_when=asyncio.FIRST_COMPLETED)
+        if not copying.done():
+            await asyncio.wait([copying], timeout=ROUTER_DRAIN)
+    finally:
+        call.cancel()  # the session's side ended first, or the drain is over: nothing more goes through
+        for task in (copying, ended):
+            task.cancel()
+        await asyncio.gather(copying, ended, return_exceptions=True)
+    if not copying.cancelled() and copying.exception() is not None:
+        raise copying.exception()
