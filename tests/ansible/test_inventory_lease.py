@@ -19,7 +19,7 @@ from helpers import BIN, ControllerLab, cli
 
 @pytest.fixture
 def lab_inventory(tmp_path, collections_path):
-    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"))
+    lab = ControllerLab(tmp_path, str(tmp_path / "controller.db"), verbose=True)  # debug logs: checked for secrets
     try:
         lab.client("alice")
         image = tmp_path / "image.bin"
@@ -394,3 +394,56 @@ def test_a_reserved_lease_is_waited_for_and_granted_at_its_time(lab_inventory):
     assert held["state"] == "ready" and held["ends"] - 1800 >= begin - 1, held  # granted at its time (ends is whole seconds)
     assert abs(held["begins"] - begin) < 1
     assert results[3]["failed"] is True and "begin_time 'at eight' is not a date and time" in results[3]["msg"]
+
+
+JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*")  # any token: a client's, an exporter's, a router's
+
+
+def test_no_token_or_password_shows_in_logs_or_output(lab_inventory):
+    """A whole lease's work at -vvvv with --diff, the inventory, the CLI with -v, the lease's console log as
+    kept by the controller, and the controller's and exporters' debug logs: no token of any kind appears, and
+    the board's password only where the user wrote it (the inventory's own variables)."""
+    lab, inventory, ansible = lab_inventory
+    playbook = ansible.workdir / "secrets.yml"
+    playbook.write_text("""
+- hosts: sim1
+  gather_facts: false
+  tasks:
+    - jumpstarter.lab.lease: {ttl: 120}
+    - jumpstarter.lab.call: {driver: board.power, method: "on"}
+    - ansible.builtin.command: printenv SIM_MARKER
+    - jumpstarter.lab.lease_info: {}
+    - jumpstarter.lab.lease: {state: absent}
+""")
+    env = ansible.env() | {"ANSIBLE_STDOUT_CALLBACK": "default"}  # the output people read, all of it
+    played = subprocess.run([str(BIN / "ansible-playbook"), "-vvvv", "--diff", "-i", str(inventory), str(playbook)],
+                            capture_output=True, text=True, env=env, cwd=ansible.workdir, timeout=300, check=False)
+    assert played.returncode == 0, played.stdout[-4000:] + played.stderr[-2000:]
+    assert "from-the-controller" in played.stdout  # the command ran on the board, over its console
+    listed = subprocess.run([str(BIN / "ansible-inventory"), "-vvvv", "-i", str(inventory), "--list"],
+                            capture_output=True, text=True, env=env, cwd=ansible.workdir, timeout=300, check=False)
+    assert listed.returncode == 0, listed.stderr
+    config = str(lab.workdir / "alice.yaml")
+    commands = [cli("-v", "exporters", "list", "-o", "yaml", "--client-config", config),
+                cli("-v", "shell", "--client-config", config, "--selector", "rack=b", "--", str(BIN / "jumpstarter-lab"),
+                    "-v", "call", "board.storage.status"),
+                cli("-v", "lease", "list", "--all", "-o", "yaml", "--client-config", config)]
+    lease = yaml.safe_load(commands[2].stdout)[0]["name"]  # the playbook's, ended: its console log is kept
+    commands.append(cli("-v", "lease", "console-log", lease, "--client-config", config))
+    assert [c.returncode for c in commands] == [0, 0, 0, 0], [c.stderr[-2000:] for c in commands]
+    assert commands[1].stdout.strip() == "dut"
+    assert "login:" in commands[3].stdout  # the board's console as the playbook logged in
+
+    tokens = [yaml.safe_load(path.read_text())["token"] for path in lab.workdir.glob("*.yaml")
+              if path.name in ("alice.yaml", "sim1.yaml", "sim2.yaml")]
+    assert len(tokens) == 3
+    shown = {"ansible-playbook -vvvv": played.stdout + played.stderr, "ansible-inventory -vvvv": listed.stderr,
+             **{" ".join(c.args[1:4]): c.stdout + c.stderr for c in commands},
+             **{path.name: path.read_text() for path in lab.workdir.glob("*.log")}}
+    assert any("DEBUG" in text for name, text in shown.items() if name.endswith(".log"))  # debug logs were on
+    for name, text in shown.items():
+        assert not JWT.search(text), f"{name} shows a token: {JWT.search(text).group(0)[:40]}..."
+        assert not any(token[-20:] in text for token in tokens), name
+        if name != "ansible-inventory -vvvv":
+            assert "s3cret" not in text, f"{name} shows the board's password"
+    print({name: len(text) for name, text in shown.items()})

@@ -36,7 +36,9 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-def read_line(echo: bool) -> str:
+def read_line(echo: bool, prompt: str = "") -> str:
+    """A line typed after `prompt`; without `echo`, echo is off before the prompt shows, as login does (what
+    is typed the moment the prompt shows must not be echoed, nor end up in the console's log)."""
     fd = sys.stdin.fileno()
     attrs = termios.tcgetattr(fd)
     if not echo:
@@ -44,6 +46,7 @@ def read_line(echo: bool) -> str:
         quiet[3] &= ~termios.ECHO
         termios.tcsetattr(fd, termios.TCSANOW, quiet)
     try:
+        say(prompt)
         line = sys.stdin.readline()
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, attrs)
@@ -170,10 +173,10 @@ def main() -> None:
 
 def login(expected_user: str, password: str, hostname: str) -> str:
     while True:
-        say(f"\n{hostname} login: ")
-        user = read_line(echo=True)
-        say("Password: ")
-        secret = read_line(echo=False)
+        user = read_line(echo=True, prompt=f"\n{hostname} login: ")
+        if not user:  # like getty: an empty line asks again
+            continue
+        secret = read_line(echo=False, prompt="Password: ")
         say("\n")
         if user == expected_user and secret == password:
             return user
