@@ -59,8 +59,10 @@ def _fill(message: struct_pb2.Value, plain: Any) -> None:
     elif isinstance(plain, str):
         message.string_value = plain
     elif isinstance(plain, dict):
+        message.struct_value.SetInParent()  # update() and extend() of nothing set nothing: [] and {} arrived as null
         message.struct_value.update(plain)
     else:
+        message.list_value.SetInParent()
         message.list_value.extend(plain)
 
 
@@ -96,12 +98,19 @@ def coerce(value: Any, hint: Any) -> Any:
         return value
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        refusal = None
         for arm in typing.get_args(hint):
             if arm is type(None):
                 continue
-            shaped = coerce(value, arm)
+            try:
+                shaped = coerce(value, arm)
+            except (TypeError, ValueError) as e:  # this arm cannot take it (not base64 for bytes): the next may
+                refusal = refusal or e
+                continue
             if shaped is not value or _fits(value, arm):
                 return shaped
+        if refusal is not None:
+            raise refusal
         return value
     if hint is bytes and isinstance(value, str):
         try:
@@ -111,7 +120,7 @@ def coerce(value: Any, hint: Any) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if inspect.isclass(hint) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        hints = typing.get_type_hints(hint)
+        hints = _field_hints(hint)
         names = {f.name for f in dataclasses.fields(hint) if f.init}
         unknown = set(value) - names
         if unknown:
@@ -130,7 +139,25 @@ def coerce(value: Any, hint: Any) -> Any:
 
 def _fits(value: Any, hint: Any) -> bool:
     base = typing.get_origin(hint) or hint
-    return inspect.isclass(base) and isinstance(value, base)
+    return inspect.isclass(base) and _instance(value, base) is True
+
+
+def _instance(value: Any, cls: type) -> bool | None:
+    """isinstance(), or None for a class that refuses the check (a TypedDict, a Protocol that is not
+    runtime_checkable): such a hint says too little to tell."""
+    try:
+        return isinstance(value, cls)
+    except TypeError:
+        return None
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    """The type hints of a dataclass's fields; none when its annotations do not resolve here (a name imported
+    only for type checkers): its fields are then taken as they come."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # NameError, or anything an annotation's expression raises
+        return {}
 
 
 def mismatch(value: Any, hint: Any) -> str | None:
@@ -167,10 +194,13 @@ def mismatch(value: Any, hint: Any) -> str | None:
         return next((f"{k!r}: {m}" for k, v in value.items() if (m := mismatch(v, inner))), None)
     if issubclass(base, enum.Enum) or issubclass(base, PurePath):
         return None  # shaped by the callee
-    if not isinstance(value, base):
+    fits = _instance(value, base)
+    if fits is None:
+        return None
+    if not fits:
         return f"expected {_name(hint)}, got {_kind(value)}"
     if dataclasses.is_dataclass(base):
-        hints = typing.get_type_hints(base)
+        hints = _field_hints(base)
         return next((f"field '{f.name}': {m}" for f in dataclasses.fields(base)
                      if (m := mismatch(getattr(value, f.name), hints.get(f.name, Any)))), None)
     return None
