@@ -187,6 +187,8 @@ class Commands:
         except ConsoleQuiet as e:
             raise _Corrupt(str(e)) from None
         body = KERNEL_MESSAGE.sub(b"", end.string[:end.start()])
+        if not _twinned(start, body):
+            raise _Corrupt("the two copies of its first line differ, or one was lost")
         out = _decode_lines(body, STDOUT.encode() + tag + b":")
         err = _decode_lines(body, STDERR.encode() + tag + b":")
         for name, data, size, digest in (("stdout", out, out_size, out_sum), ("stderr", err, err_size, err_sum)):
@@ -196,8 +198,9 @@ class Commands:
 
     def _emit(self, token: str, attempt: int) -> str:
         """Shell text printing a command's result: a line with rc, sizes and sha256 sums, the output as
-        base64 lines, an end line. Each marker line goes out twice (console noise may cut one) and
-        carries the attempt, so what arrives late from an earlier attempt never counts."""
+        base64 lines, an end line. Each marker line goes out twice (console noise may cut one; the first
+        line's two copies must agree, as nothing else checks its rc) and carries the attempt, so what
+        arrives late from an earlier attempt never counts."""
         files, tag = self.files(token), f"{token}.{attempt}"
         start = (f"printf '{START}:{tag}:%s:%s:%s:%s:%s\\n' \"$(cat {files}.rc)\" \"$(wc -c < {files}.out)\" "
                  f"\"$(wc -c < {files}.err)\" \"$(sha256sum < {files}.out | cut -c1-64)\" "
@@ -229,6 +232,15 @@ def _line(marker: str, tag: bytes) -> bytes:
 def _output_line(tag: bytes) -> bytes:
     """The pattern of the start of a line of output (stdout or stderr) of the emit `tag` (escaped already)."""
     return b"[" + STDOUT.encode() + STDERR.encode() + b"]" + tag
+
+
+def _twinned(start: re.Match, body: bytes) -> bool:
+    """Whether the first line of an emit (`start`) shows twice alike: the copy matched and another, before or
+    after it (kernel messages taken out; only this emit prints lines of its tag). Its rc has no checksum: a copy
+    changed on the way ('0' to '1') must not pass for the result, so one that no twin confirms makes the emit
+    run again."""
+    twin = b"\n" + start.group(0) + b"\n"
+    return twin in body or twin in b"\n" + KERNEL_MESSAGE.sub(b"", start.string[:start.start()])
 
 
 def _decode_lines(body: bytes, prefix: bytes) -> bytes:
