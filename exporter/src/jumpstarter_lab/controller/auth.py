@@ -277,4 +277,9 @@ class Authority:
                            "iat": issued, "exp": issued + int(ttl), "jti": jti or str(uuid.uuid4())})
 
     def verify_router(self, token: str) -> dict:
-        return self._decode(token, ROUTER_AUDIENCE, "router token")
+        claims = self._decode(token, ROUTER_AUDIENCE, "router token")
+        # signed by this key, yet not as router_token() makes them: refused like any token with malformed claims
+        if not (isinstance(claims.get("jti"), str) and isinstance(claims.get("lease"), str)
+                and isinstance(claims.get("epoch"), int)):
+            raise NotAuthenticated("invalid router token: it names no dial (jti), lease and grant (epoch)")
+        return claims

@@ -63,7 +63,7 @@ class Router:
             claims = await asyncio.to_thread(self._verify, token)
         except Exception as e:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
-        key, lease = claims["jti"], claims.get("lease")
+        key, lease = claims.get("jti"), claims.get("lease")
         if key not in self._expected:  # not booked here, met already, or left unmet past its time
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"this router token for lease {lease} is not expected here: it was used "
