@@ -25,7 +25,9 @@ from .subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
-STATUS_WAKE = 5.0  # seconds a Status stream waits for a change of grant before it looks again
+# Seconds a Status stream waits for a change of grant before it looks again: a safety net only, since
+# grants and revocations wake the streams they concern (10,000 streams waking every 5 s cost 6% of a core).
+STATUS_WAKE = 60.0
 
 
 class ControllerServicer:
