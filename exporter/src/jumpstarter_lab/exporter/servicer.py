@@ -14,7 +14,7 @@ from ..wire import metadata as wire_metadata
 from ..wire.errors import JumpstarterLabError, status_for_exception
 from ..wire.frames import ServedFrames
 from ..wire.protocol import common_pb2, jumpstarter_pb2
-from .sessions import Session, SessionManager, log_entry
+from .sessions import Session, SessionManager
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class ExporterServicer:
         session = self.sessions.for_context(context)
         while not context.done() and not session.closed:
             while session.log:
-                yield log_entry(session.log.popleft())
+                yield session.log.popleft()
             await asyncio.sleep(0.1)
 
     async def Reset(self, request, context):
