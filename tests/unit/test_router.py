@@ -68,9 +68,12 @@ def test_tokens_not_booked_here_or_of_an_ended_grant_open_nothing():
     async def scenario():
         router = _router(30)
         unbooked = await _refusal(router, "never-booked")
+        stale = router.expect("l1")
+        router._expected[stale] = ("l1", 0.0)  # booked so long ago that its time to meet has passed
+        late = await _refusal(router, stale)
         ended = _router(30, granted=False)
-        return unbooked, await _refusal(ended, ended.expect("l1")), dict(ended._meetings)
+        return unbooked, late, await _refusal(ended, ended.expect("l1")), dict(ended._meetings)
 
-    unbooked, ended, meetings = asyncio.run(scenario())
-    assert "router token for lease l1 is not expected here" in unbooked
+    unbooked, late, ended, meetings = asyncio.run(scenario())
+    assert "router token for lease l1 is not expected here" in unbooked and "is not expected here" in late
     assert "lease l1 has ended since this router token was issued" in ended and meetings == {}

@@ -64,7 +64,8 @@ class Router:
         except Exception as e:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
         key, lease = claims.get("jti"), claims.get("lease")
-        if key not in self._expected:  # not booked here, met already, or left unmet past its time
+        booked = self._expected.get(key)
+        if booked is None or booked[1] < time.monotonic():  # not booked here, met already, or unmet past its time
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"this router token for lease {lease} is not expected here: it was used "
                                 "already, or its dial is older than the time given to meet")
