@@ -218,7 +218,8 @@ async def _router_answer_after_use(client: ControllerClient, lease: str) -> tupl
 
 
 def test_a_connection_through_the_router_ends_when_its_lease_does(lab):
-    """Released from elsewhere while a client is connected: the client's next call fails, naming the end."""
+    """Released from elsewhere while a client is connected: the client's next call fails at once (the exporter
+    closes the lease's connections; the error says the stream was removed, not why)."""
     alice = lab.client("alice")
     lab.exporter("bench1", "board=mock")
     lease = asyncio.run(_take(alice))
