@@ -54,7 +54,7 @@ def test_bench_table_is_the_measured_figures_and_their_ratios(tmp_path):
 
 def test_controller_bench_table_is_the_measured_figures(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "controller.py"), "--exporters", "20", "--clients", "4",
-                             "--pool", "6", "--seconds", "1", "--json", str(tmp_path / "c.json")],
+                             "--pool", "6", "--seconds", "1", "--inventory", "--json", str(tmp_path / "c.json")],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads((tmp_path / "c.json").read_text())
@@ -62,7 +62,13 @@ def test_controller_bench_table_is_the_measured_figures(tmp_path):
     assert list(cases) == ["bare grpcio", "sqlite"]
     bare = cases["bare grpcio"]
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:2] == ["server", "exporters"] and len(lines) == 1 + len(cases), result.stdout
+    assert lines[0].split()[:2] == ["server", "exporters"] and len(lines) == 2 + len(cases), result.stdout
+    # the inventory plugin listed every registered exporter (inventory_times checks the count), timed beside a script
+    sqlite = cases["sqlite"]
+    assert lines[-1] == (f"ansible-inventory --list of 20 exporters (sqlite): {sqlite['inventory_seconds']:.2f} s "
+                         f"through the plugin, {sqlite['script_inventory_seconds']:.2f} s from a script, "
+                         f"{sqlite['inventory_seconds'] / sqlite['script_inventory_seconds']:.2f}x  goal < 3 s")
+    assert "inventory_seconds" not in bare  # the bare server has no ClientService to list from
     for line, (server, case) in zip(lines[1:], cases.items()):
         assert line.startswith(server), line
         printed = line[len(server):].split()
