@@ -281,12 +281,14 @@ def test_bytes_that_are_no_message_are_refused(peer, method, payloads):
     metadata = peer.fuzzer_metadata if kind == "exporter" else peer.client_metadata
     invoke = getattr(peer.channel, shape)(f"/jumpstarter.v1.ControllerService/{method}",
                                           request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
-    if shape == "stream_unary":
-        call = lambda: invoke(iter(payloads), metadata=metadata, timeout=10)  # noqa: E731
-    elif shape == "unary_stream":
-        call = first_of(lambda: invoke(payloads[0], metadata=metadata, timeout=10))
-    else:
-        call = lambda: invoke(payloads[0], metadata=metadata, timeout=10)  # noqa: E731
+
+    def streamed():
+        return invoke(iter(payloads), metadata=metadata, timeout=10)
+
+    def single():
+        return invoke(payloads[0], metadata=metadata, timeout=10)
+
+    call = {"stream_unary": streamed, "unary_stream": first_of(single)}.get(shape, single)
     try:
         result = call()
     except grpc.RpcError as e:

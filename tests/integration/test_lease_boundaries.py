@@ -264,7 +264,9 @@ def test_a_meeting_whose_other_side_never_comes_ends_at_the_deadline_and_frees_e
                            f"{ROUTER_DEADLINE:g}s"), client_side
     wait_for(lambda: exporter.log.read_text().count("is not expected here") >= 1, 30,
              "the exporter's late side to be refused")
-    wait_for(lambda: (_fds(controller), _fds(exporter.process.pid)) <= before, 30,
+    # The exporter's descriptors come back exactly (an unmet dial's bridge and session connection are closed); the
+    # controller may keep one more: the stopped exporter's controller connection, dropped by keepalive and made anew.
+    wait_for(lambda: _fds(exporter.process.pid) <= before[1] and _fds(controller) <= before[0] + 1, 30,
              f"descriptors back to {before}", interval=0.5)
     with connect_lease(alice, lease) as root:
         assert root.power.call("status") == "off"
