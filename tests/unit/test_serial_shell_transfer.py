@@ -202,7 +202,7 @@ def test_a_new_version_of_a_cached_line_crosses_as_the_bytes_that_differ(board):
 
     assert run_module() > len(code)
     _new_version_of(code)
-    assert run_module() < 6_000  # the differing blocks, not the line
+    assert run_module() < 7_000  # the differing blocks, not the line
     code += b"AAAA"  # another length: no base, the line crosses whole
     assert run_module() > len(code)
 
@@ -217,6 +217,23 @@ def _module_input(code: bytearray) -> bytes:
     return b"zip_data = '" + bytes(code) + b"'\n"
 
 
+@pytest.mark.parametrize("board_has", ["python3", "dd only"])
+def test_a_new_version_lands_with_python3_in_one_step_or_with_dd_a_patch(board, board_has):
+    """With python3 on the board every patch lands in one process (dd, made to fail here, is not used);
+    without it, dd applies them (python3 made absent); the result is exact either way."""
+    code = bytearray(base64.b64encode(os.urandom(150_000)))
+    assert board.run("sha256sum", stdin=_module_input(code)).rc == 0
+    _new_version_of(code)
+    if board_has == "python3":
+        board.console.send(b"dd() { return 1; }\n")
+    else:
+        board.console.send(b"python3() { return 127; }\n")
+    before = board.console.sent
+    result = board.run("sha256sum", stdin=_module_input(code))
+    assert result.stdout.split()[0].decode() == hashlib.sha256(_module_input(code)).hexdigest()
+    assert board.console.sent - before < 7_000  # patched, not sent whole after a failed attempt
+
+
 def test_a_board_slow_to_put_a_line_together_is_waited_for_while_it_works(board, monkeypatch):
     """A starved board (a TCG guest on a loaded host) applies each patch slowly: the wait for it goes on
     as long as it reports each step done, however long all of them take."""
@@ -225,7 +242,8 @@ def test_a_board_slow_to_put_a_line_together_is_waited_for_while_it_works(board,
     _new_version_of(code)
     monkeypatch.setattr(serial_commands, "ACK_BASE", 1.0)
     monkeypatch.setattr(serial_commands, "ACK_RATE", 1e9)
-    board.console.send(b'dd() { sleep 0.5; command dd "$@"; }\n')  # 10 patches: 5 s in all, 0.5 s a step
+    # a board without python3 (dd applies each patch) whose dd is slow: 10 patches, 5 s in all, 0.5 s a step
+    board.console.send(b'python3() { return 127; }; dd() { sleep 0.5; command dd "$@"; }\n')
     started = time.monotonic()
     result = board.run("sha256sum", stdin=_module_input(code))
     assert result.stdout.split()[0].decode() == hashlib.sha256(_module_input(code)).hexdigest()
@@ -238,7 +256,7 @@ def test_a_board_stuck_putting_a_line_together_fails_once_it_falls_silent(board,
     _new_version_of(code)
     monkeypatch.setattr(serial_commands, "ACK_BASE", 1.0)
     monkeypatch.setattr(serial_commands, "ACK_RATE", 1e9)
-    board.console.send(b"dd() { sleep 60; }\n")
+    board.console.send(b"python3() { return 127; }; dd() { sleep 60; }\n")
     started = time.monotonic()
     with pytest.raises(serial_commands.ConsoleError, match="confirm it received 'sha256sum'.* silent for 1s"):
         board.run("sha256sum", stdin=_module_input(code), timeout=120)
