@@ -100,5 +100,6 @@ def patch_text(base: str, entry: str, patches: list[tuple[int, bytes]]) -> str:
             f"{encoded}{{ python3 -c 'exec(\"{patcher}\")' {base} \"$__jl_e.d\" \"$__jl_e.part\" 2>/dev/null || "
             f"{{ cp {base} \"$__jl_e.part\" && __jl_k=0 && while read -r __jl_o __jl_n; do "
             f"dd if=\"$__jl_e.d\" of=\"$__jl_e.part\" bs={block} skip=$__jl_k seek=$__jl_o count=$__jl_n conv=notrunc "
-            f"2>/dev/null; __jl_k=$((__jl_k + __jl_n)); {working()}; done; }}; }} <<'{PATCH_END}'\n{places}{PATCH_END}\n"
+            f"2>/dev/null; __jl_k=$((__jl_k + __jl_n)); {working()}; done; }}; }} "
+            f"<<'{PATCH_END}'\n{places}{PATCH_END}\n"
             f"{working()}; mv -f \"$__jl_e.part\" {entry} 2>/dev/null; rm -f \"$__jl_e.d\"\n")
