@@ -13,7 +13,9 @@ import re
 import time
 from dataclasses import dataclass
 
-ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+# CSI, OSC (ended by BEL or ST), and the two-byte escapes; ESC ] alone is the start of an OSC, never a whole one
+# (read as one, an OSC cut after it left its text in the console's output).
+ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\^_]")
 
 
 class ConsoleError(Exception):

@@ -217,6 +217,8 @@ def test_a_noisy_emit_gives_the_exact_result_or_a_console_error(line, board, res
        ops=st.lists(harmless_ops, max_size=8))
 @example(result=(0, b"x" * 200, b""), token="0123456789abcdef", attempt=1, sizes=[7],
          ops=[("kernel", 0, 20, b"[    1.000007] usb 1-1: new device\n")])  # the first copy cut by printk
+@example(result=(0, b"", b""), token="0000000000000000", attempt=1, sizes=[1],
+         ops=[("escape", 0, 0, b"\x1b]0;title\x07")])  # an OSC arriving a byte at a time: ESC ] is not whole
 def test_kernel_messages_escapes_and_extra_lines_cost_nothing(line, board, result, token, attempt, sizes, ops):
     rc, stdout, stderr = result
     line.feed(noisy(emit(board, token, attempt, rc, stdout, stderr), ops), sizes)
