@@ -124,8 +124,8 @@ class Commands:
         if stdin:
             script += write_text(self.console, self.tmpdir, stdin, f"{files}.in")
         digest = hashlib.sha256(command.encode() + (stdin or b"")).hexdigest()
-        inputs = f"{files}.cmd {files}.in" if stdin else f"{files}.cmd"
-        script += (f'if [ "$(cat {inputs} 2>/dev/null | sha256sum | cut -c1-64)" = {digest} ]; then '
+        summed = f"cat {files}.cmd {files}.in 2>/dev/null | sha256sum" if stdin else f"sha256sum < {files}.cmd"
+        script += (f'if {{ {summed}; }} 2>/dev/null | {{ read -r __jl_h _; [ "$__jl_h" = {digest} ]; }}; then '
                    f"{twice(f'{ARRIVED}:{token}')}; "
                    f"/bin/sh {files}.cmd < {files + '.in' if stdin else '/dev/null'} > {files}.out 2> {files}.err; "
                    f"echo $? > {files}.rc; {self._emit(token, 0)}; "

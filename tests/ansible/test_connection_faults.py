@@ -173,16 +173,24 @@ def test_output_that_always_loses_bytes_fails_clearly(lossy):
     assert raw(lab, "echo fine")[0]["stdout"] == "fine\n"  # the next task attaches afresh
 
 
-def test_command_changed_on_the_way_in_is_sent_again(lossy):
+@pytest.mark.parametrize("length, pattern, replace, how", [
+    (300, r"^printf 'echo ", b"#", "a byte of its printf line changed"),
+    (300, r"^printf 'echo ", b"", "a byte of its printf line lost"),
+    (3000, BASE64_LINE, b"-", "a byte of its base64 line changed"),  # not base64: the board decodes other bytes
+])
+def test_command_changed_on_the_way_in_is_sent_again(lossy, length, pattern, replace, how):
+    """A short command crosses as the shell's printf text, a long one as base64 that `head` reads: either way a
+    byte changed (or lost, from a line that still ends) fails the board's check of what arrived, and the command
+    is sent again with nothing run."""
     lab, line = lossy
     assert raw(lab, "true")[0]["rc"] == 0
     line.lost.clear()
-    line.lose_in(BASE64_LINE, replace=b"-")  # not base64: what the board decodes differs from what was sent
-    result, took = raw(lab, "echo " + "x" * 300 + " | wc -c")
+    line.lose_in(pattern, replace=replace)
+    result, took = raw(lab, "echo " + "x" * length + " | wc -c")
     assert line.lost, "the relay did not change the command"
     assert result.get("unreachable") is not True, result
-    assert (result["rc"], result["stdout"].strip()) == (0, "301"), result
-    print(f"command changed on the way in: exact result in {took:.1f}s")
+    assert (result["rc"], result["stdout"].strip()) == (0, str(length + 1)), result
+    print(f"command with {how}: exact result in {took:.1f}s")
 
 
 def test_command_losing_bytes_on_the_way_in_fails_clearly(lossy):
@@ -190,7 +198,7 @@ def test_command_losing_bytes_on_the_way_in_fails_clearly(lossy):
     assert raw(lab, "true")[0]["rc"] == 0
     line.lost.clear()
     line.lose_in(BASE64_LINE)  # `head -c` then waits for one byte more, which never comes
-    result, took = raw(lab, "echo " + "y" * 300 + " | wc -c")
+    result, took = raw(lab, "echo " + "y" * 3000 + " | wc -c")  # long: it crosses as base64, not printf text
     assert line.lost, "the relay did not lose a byte"
     assert result["unreachable"] is True, result
     assert "timed out waiting for the board to confirm it received" in result["msg"], result
