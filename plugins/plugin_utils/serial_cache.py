@@ -73,8 +73,10 @@ def ask(console: SerialConsole, cache: str, digests: list[str]) -> set[str]:
 
 
 def trim(cache: str) -> str:
-    """Shell text keeping the newest entries of the board's cache only."""
-    return f"(cd {cache} && ls -t | tail -n +{CACHE_ENTRIES + 1} | xargs rm -f)\n"
+    """Shell text keeping the newest entries of the board's cache only (counted by the shell: the processes that
+    remove the oldest run only when there are too many)."""
+    return (f"set -- {cache}/*; [ $# -le {CACHE_ENTRIES} ] || "
+            f"(cd {cache} && ls -t | tail -n +{CACHE_ENTRIES + 1} | xargs rm -f)\n")
 
 
 def remember(segment: bytes, digest: str) -> None:

@@ -91,7 +91,7 @@ def write_text(console: SerialConsole, tmpdir: str, data: bytes, target: str) ->
         else:
             text += f"head -c {len(encoded)} | {{ {decode} >> {target}; cat > /dev/null; }}; {working()}\n{encoded}"
     # A damaged or tampered entry: start the cache afresh, and no input file rather than a wrong one.
-    text += (f'[ "$(sha256sum < {target} | cut -c1-64)" = {hashlib.sha256(data).hexdigest()} ] || '
+    text += (f'sha256sum < {target} | {{ read -r __jl_h _; [ "$__jl_h" = {hashlib.sha256(data).hexdigest()} ]; }} || '
              f"rm -f {cache}/* {target}\n")
     if stored:
         text += serial_cache.trim(cache)

@@ -202,7 +202,7 @@ def test_a_new_version_of_a_cached_line_crosses_as_the_bytes_that_differ(board):
 
     assert run_module() > len(code)
     _new_version_of(code)
-    assert run_module() < 7_000  # the differing blocks, not the line
+    assert run_module() < 8_000  # the differing blocks, not the 200 kB line
     code += b"AAAA"  # another length: no base, the line crosses whole
     assert run_module() > len(code)
 
@@ -231,7 +231,7 @@ def test_a_new_version_lands_with_python3_in_one_step_or_with_dd_a_patch(board, 
     before = board.console.sent
     result = board.run("sha256sum", stdin=_module_input(code))
     assert result.stdout.split()[0].decode() == hashlib.sha256(_module_input(code)).hexdigest()
-    assert board.console.sent - before < 7_000  # patched, not sent whole after a failed attempt
+    assert board.console.sent - before < 8_000  # patched, not sent whole after a failed attempt
 
 
 def test_a_board_slow_to_put_a_line_together_is_waited_for_while_it_works(board, monkeypatch):
