@@ -194,8 +194,13 @@ class Ansible:
         """Run a play of `tasks` on `host`; the tasks' times and the command's wall time."""
         path = self.workdir / "play.yml"
         path.write_text(yaml.safe_dump([{"hosts": host, "gather_facts": False, "tasks": tasks}]))
+        return self.run(path, host, timeout=timeout)
+
+    def run(self, path: Path, host: str, *extra: str, timeout: float = 1800) -> tuple[list[dict], float]:
+        """ansible-playbook `path` (with `extra` arguments): its tasks' times and its wall time; an error
+        naming `host` when it failed or a task did not end ok."""
         start = time.perf_counter()
-        result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(path)],
+        result = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), *extra, str(path)],
                                 capture_output=True, text=True, env=self.env, timeout=timeout, cwd=self.workdir,
                                 check=False)
         wall = time.perf_counter() - start

@@ -98,21 +98,6 @@ class Guest:
         self._holder.__exit__(None, None, None)
 
 
-def run_play(ansible: Ansible, host: str, path: Path) -> tuple[float, list[dict]]:
-    """One ansible-playbook run of `path` on `host`: wall seconds and its tasks' times."""
-    started = time.perf_counter()
-    result = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ansible.inventory),
-                             "--limit", host, str(path)], capture_output=True, text=True, env=ansible.env,
-                            timeout=3600, cwd=ansible.workdir, check=False)
-    wall = time.perf_counter() - started
-    tasks = next((json.loads(line)["tasks"] for line in reversed(result.stdout.splitlines()) if line.startswith("{")),
-                 None)
-    if result.returncode != 0 or tasks is None or any(t.get("status") != "ok" for t in tasks):
-        raise RuntimeError(f"the playbook on {host} failed (rc {result.returncode}): {tasks or result.stdout[-1500:]}\n"
-                           f"{result.stderr[-1500:]}")
-    return wall, tasks
-
-
 def report(results: dict) -> None:
     serial, ssh = results["serial"], results["ssh"]
     print(f"A lab playbook on the QEMU board's Debian guest (TCG, {results['cpus']} vCPUs; booted in "
@@ -174,12 +159,12 @@ def main() -> int:
         results = {"cpus": args.cpus, "boot_s": guest.boot_s}
         for host in ("serial", "ssh"):
             print(f"first run over {host} ...", file=sys.stderr, flush=True)
-            first, _tasks = run_play(ansible, host, path)
+            _tasks, first = ansible.run(path, host, "--limit", host, timeout=3600)
             results[host] = {"first_s": first, "again_s": []}
         for index in range(args.runs):  # interleaved: a slow moment of the machine falls on both
             for host in ("serial", "ssh"):
                 print(f"second run {index + 1} over {host} ...", file=sys.stderr, flush=True)
-                wall, tasks = run_play(ansible, host, path)
+                tasks, wall = ansible.run(path, host, "--limit", host, timeout=3600)
                 results[host]["again_s"].append(wall)
                 results[host]["tasks"] = tasks
     finally:

@@ -30,7 +30,7 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_console imp
     ConsoleTimeout,
     SerialConsole,
 )
-from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_input import write_text
+from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_input import sums_to, write_text
 from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers import (
     ARRIVED,
     DAMAGED,
@@ -124,8 +124,8 @@ class Commands:
         if stdin:
             script += write_text(self.console, self.tmpdir, stdin, f"{files}.in")
         digest = hashlib.sha256(command.encode() + (stdin or b"")).hexdigest()
-        summed = f"cat {files}.cmd {files}.in 2>/dev/null | sha256sum" if stdin else f"sha256sum < {files}.cmd"
-        script += (f'if {{ {summed}; }} 2>/dev/null | {{ read -r __jl_h _; [ "$__jl_h" = {digest} ]; }}; then '
+        summed = f"cat {files}.cmd {files}.in | sha256sum" if stdin else f"sha256sum < {files}.cmd"
+        script += (f"if {sums_to(summed, digest)}; then "
                    f"{twice(f'{ARRIVED}:{token}')}; "
                    f"/bin/sh {files}.cmd < {files + '.in' if stdin else '/dev/null'} > {files}.out 2> {files}.err; "
                    f"echo $? > {files}.rc; {self._emit(token, 0)}; "

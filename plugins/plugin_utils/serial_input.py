@@ -27,6 +27,12 @@ def encode(data: bytes) -> tuple[str, str]:
     return lines, "base64 -d | gunzip -c" if compressed else "base64 -d"
 
 
+def sums_to(summed: str, digest: str) -> str:
+    """Shell text, a condition: the sha256sum printed by the command `summed` is `digest` (read by the shell: no
+    `cut`, a process more on the board; a command that fails prints nothing, which is no match)."""
+    return f'{{ {summed}; }} 2>/dev/null | {{ read -r __jl_h _; [ "$__jl_h" = {digest} ]; }}'
+
+
 PRINTED = 2048  # inputs up to this size (a command, a module's arguments) are written by the shell's printf
 
 
@@ -91,8 +97,7 @@ def write_text(console: SerialConsole, tmpdir: str, data: bytes, target: str) ->
         else:
             text += f"head -c {len(encoded)} | {{ {decode} >> {target}; cat > /dev/null; }}; {working()}\n{encoded}"
     # A damaged or tampered entry: start the cache afresh, and no input file rather than a wrong one.
-    text += (f'sha256sum < {target} | {{ read -r __jl_h _; [ "$__jl_h" = {hashlib.sha256(data).hexdigest()} ]; }} || '
-             f"rm -f {cache}/* {target}\n")
+    text += f"{sums_to(f'sha256sum < {target}', hashlib.sha256(data).hexdigest())} || rm -f {cache}/* {target}\n"
     if stored:
         text += serial_cache.trim(cache)
     return text
