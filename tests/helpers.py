@@ -150,15 +150,17 @@ class Postgres:
         data.mkdir()
         shutil.chown(directory, user.pw_uid, user.pw_gid)
         shutil.chown(data, user.pw_uid, user.pw_gid)
-        as_postgres = dict(user=user.pw_uid, group=user.pw_gid, cwd="/")
-        init = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                              capture_output=True, text=True, check=False, **as_postgres)
+        # setpriv drops to `postgres`, not subprocess's user=/group=: those make CPython fork() instead of vfork(),
+        # which runs grpc's fork handlers in a child of this (grpc-threaded) process and can kill it before exec.
+        as_postgres = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+        init = subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                               "postgres"], capture_output=True, text=True, check=False, cwd="/")
         if init.returncode != 0:
             pytest.fail(f"initdb failed: {init.stderr}")
         self.port = free_port()
-        self.process = subprocess.Popen([str(bindir / "postgres"), "-D", str(data), "-k", str(directory), "-p",
-                                         str(self.port), "-h", "127.0.0.1", "-c", "fsync=off"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_postgres)
+        self.process = subprocess.Popen([*as_postgres, str(bindir / "postgres"), "-D", str(data), "-k",
+                                         str(directory), "-p", str(self.port), "-h", "127.0.0.1", "-c", "fsync=off"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         wait_for(lambda: listening(self.port), 60, "PostgreSQL to accept connections", interval=0.2)
 
