@@ -6,6 +6,8 @@ import ast
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import ROOT
 from jumpstarter_lab.controller import lease_policy as policy
@@ -90,6 +92,35 @@ def test_capabilities_limit_which_exporters_a_lease_may_get():
     only_a = {("default", "lab1"): online(site="a")}
     assert names(policy.grants(queue, only_a, T)) == [("free", "lab1")]
     assert policy.allows((), {"any": "thing"}) and policy.allows(("site=a", "site=b"), {"site": "b"})
+
+
+# An exporter as a batch may read it: online or not (by a little or a lot), in service or not, a hook busy or not.
+_SEEN = st.builds(lambda board, until, disabled, status: ExporterSeen({"board": board}, online_until=T + until,
+                                                                      status=status, disabled=disabled),
+                  st.sampled_from("ab"), st.sampled_from([-50.0, -1.0, 0.5, 2.0, 30.0]),
+                  st.sampled_from([None, "flaky"]),
+                  st.sampled_from([common_pb2.EXPORTER_STATUS_AVAILABLE, common_pb2.EXPORTER_STATUS_BEFORE_LEASE_HOOK]))
+_KEYS = st.tuples(st.sampled_from(["default", "lab2"]), st.sampled_from([f"e{i}" for i in range(8)]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _SEEN), st.lists(st.tuples(st.dictionaries(_KEYS, _SEEN, max_size=3),
+                                                         st.sets(_KEYS, max_size=2),
+                                                         st.sampled_from([0.0, 0.0, 1.0, 3.0])), max_size=6))
+def test_an_exporter_map_grants_what_a_plain_mapping_of_the_same_exporters_grants(first, changes):
+    """The map keeps its grantable exporters aside across changes (a reread, one gone, time moving on): it must
+    choose exactly what scanning every exporter chooses, in the same order."""
+    queue = [lease("a", at=1), lease("b", "board=b", at=2), lease("c", at=3, namespace="lab2"), lease("d", at=4),
+             granted(lease("held", at=0), "e0")]
+    exporters, plain, t = policy.ExporterMap(first), dict(first), T
+    for fresh, gone, later in changes:
+        assert names(policy.grants(queue, exporters, t)) == names(policy.grants(queue, plain, t))
+        exporters, t = exporters.changed(fresh, gone), t + later
+        for key in gone - fresh.keys():  # read anew wins over gone, and keeps its place
+            plain.pop(key, None)
+        plain.update(fresh)
+        assert list(exporters.items()) == list(plain.items())
+    assert names(policy.grants(queue, exporters, t)) == names(policy.grants(queue, plain, t))
 
 
 def test_a_grant_moves_the_record_and_bumps_its_epoch():

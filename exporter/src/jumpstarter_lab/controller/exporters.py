@@ -90,30 +90,41 @@ class Exporters:
 
     def seen(self, conn, keys: set[ExporterKey] | None = None) -> dict[ExporterKey, ExporterSeen]:
         """The scheduler's view, in `conn`: all exporters (every few seconds), or those in `keys`, by name.
-        Labels are parsed only when their text is new. Called on the lease writer's thread only."""
-        query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until,
-                          exporters.c.status, exporters.c.status_message, exporters.c.hooks,
-                          _revoked(), identities.c.disabled, _ends_leases()).select_from(_with_identity())
-        if keys is not None:
-            query = query.where(sa.tuple_(exporters.c.namespace, exporters.c.name).in_(sorted(keys)))
-        rows = conn.execute(query.order_by(exporters.c.name)).all()
+        Called on the lease writer's thread only. The rows come from the driver's cursor as plain tuples: one
+        unchanged since the last read (most rows, most times) is known by a tuple comparison and keeps what it made.
+        SQLAlchemy's rows and their comparison were most of an idle controller's work at 10,000 exporters."""
+        base, mark = _seen_statement(conn.dialect)
+        cursor = conn.connection.cursor()
+        try:
+            if keys is None:
+                cursor.execute(f"{base} ORDER BY exporters.name")
+                rows = cursor.fetchall()
+            else:
+                rows = []
+                for namespace in sorted({namespace for namespace, _name in keys}):
+                    names = sorted(name for ns, name in keys if ns == namespace)
+                    cursor.execute(f"{base} WHERE exporters.namespace = {mark} AND exporters.name IN "
+                                   f"({', '.join([mark] * len(names))})", (namespace, *names))
+                    rows += cursor.fetchall()
+        finally:
+            cursor.close()
         known, made = self._labels, self._rows
         if keys is None:  # forget what no exporter has any more
             self._labels, self._rows = {}, {}
         seen = {}
-        for r in rows:
-            key = (r.namespace, r.name)
+        for row in rows:
+            key = row[:2]
             last = made.get(key)
-            if last is not None and last[0] == r:  # unchanged since the last read: most rows, most times
+            if last is not None and last[0] == row:
                 exporter = last[1]
             else:
-                if r.labels not in self._labels:
-                    self._labels[r.labels] = known[r.labels] if r.labels in known else loads(r.labels)
-                exporter = ExporterSeen(self._labels[r.labels], r.online_until, r.status, r.status_message,
-                                        revoked=r.revoked, disabled=r.disabled, disabled_ends_leases=r.ends_leases,
-                                        hooks=_hooks(r.hooks))
-            self._labels.setdefault(r.labels, exporter.labels)
-            self._rows[key] = (r, exporter)
+                _namespace, _name, labels, online_until, status, message, hooks, revoked, disabled, ends = row
+                if labels not in self._labels:
+                    self._labels[labels] = known[labels] if labels in known else loads(labels)
+                exporter = ExporterSeen(self._labels[labels], online_until, status, message, revoked=bool(revoked),
+                                        disabled=disabled, disabled_ends_leases=bool(ends), hooks=_hooks(hooks))
+            self._labels.setdefault(row[2], exporter.labels)
+            self._rows[key] = (row, exporter)
             seen[key] = exporter
         return seen
 
@@ -134,6 +145,17 @@ class Exporters:
                                 .where(exporters.c.namespace == namespace).order_by(exporters.c.name)).all()
         return [(r.name, ExporterSeen(loads(r.labels), r.online_until, r.status, r.status_message, r.revoked,
                                       r.disabled)) for r in rows]
+
+
+@functools.cache
+def _seen_statement(dialect) -> tuple[str, str]:
+    """The select of `seen` as the driver's SQL (WHERE and ORDER BY are added to it), and the driver's
+    parameter mark."""
+    query = sa.select(exporters.c.namespace, exporters.c.name, exporters.c.labels, exporters.c.online_until,
+                      exporters.c.status, exporters.c.status_message, exporters.c.hooks, _revoked(),
+                      identities.c.disabled, _ends_leases()).select_from(_with_identity())
+    text = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    return " ".join(text.split()), "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 @functools.cache

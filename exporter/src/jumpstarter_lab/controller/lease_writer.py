@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from ..wire.errors import JumpstarterLabError
 from . import lease_policy
 from .exporters import Exporters
-from .lease_policy import ExporterKey, ExporterSeen
+from .lease_policy import ExporterKey, ExporterMap, ExporterSeen
 from .lease_record import ACTIVE, LeaseRecord, LeaseState, grant_id
 from ..wire.protocol import common_pb2
 from .store import Store, database_failure, lease_clock, leases, now
@@ -86,7 +86,7 @@ def _write_statements(paramstyle: str) -> tuple[str, str]:
 class Batch:
     """One transaction's working copy: decisions land here and reach memory only after commit."""
 
-    def __init__(self, conn, active: dict[str, LeaseRecord], exporters_seen: dict[ExporterKey, ExporterSeen], t: float,
+    def __init__(self, conn, active: dict[str, LeaseRecord], exporters_seen: ExporterMap, t: float,
                  revoked_clients: frozenset[ExporterKey] = frozenset()):
         self.conn, self.active, self.exporters, self.t = conn, dict(active), exporters_seen, t
         self.revoked_clients = revoked_clients
@@ -128,7 +128,7 @@ class Batch:
         Exporters.set_status(self.conn, key, status, message)
         if key in self.exporters:
             seen = dataclasses.replace(self.exporters[key], status=status, status_message=message)
-            self.exporters = {**self.exporters, key: seen}
+            self.exporters = self.exporters.changed({key: seen})
 
     def find(self, name: str) -> LeaseRecord | None:
         """A lease by name: active ones from memory, ended ones from the database."""
@@ -148,8 +148,7 @@ class Batch:
                 break
             keys = {(lease.namespace, exporter) for lease, exporter in chosen}
             fresh = reread(keys)
-            self.exporters = {key: seen for key, seen in self.exporters.items() if key not in keys or key in fresh}
-            self.exporters.update(fresh)
+            self.exporters = self.exporters.changed(fresh, gone=keys - fresh.keys())
             if all(key in fresh and fresh[key].grantable(self.t) for key in keys):
                 break
         for lease, exporter in chosen:
@@ -171,7 +170,7 @@ class LeaseWriter:
     def __init__(self, store: Store, exporters: Exporters):
         self.store, self.exporters = store, exporters
         self.active: dict[str, LeaseRecord] = {}  # queued and granted leases; replaced whole after each commit
-        self.exporters_seen: dict[ExporterKey, ExporterSeen] = {}
+        self.exporters_seen = ExporterMap()
         self.revoked_clients: frozenset[ExporterKey] = frozenset()  # read with all the exporters, every few seconds
         self.seen = 0  # the lease clock value this replica has read up to
         self.on_change: Callable[[], None] = lambda: None  # called when the grants changed
@@ -189,7 +188,7 @@ class LeaseWriter:
             self.seen = conn.execute(sa.select(lease_clock.c.seq)).scalar_one()
             self.active = {row.name: record_from_row(row)
                            for row in conn.execute(sa.select(leases).where(leases.c.state.in_(ACTIVE_STATES)))}
-            self.exporters_seen = self.exporters.seen(conn)
+            self.exporters_seen = ExporterMap(self.exporters.seen(conn))
             self.revoked_clients = self.exporters.revoked_clients(conn)
 
     def _merge(self, active: dict[str, LeaseRecord], conn) -> dict[str, LeaseRecord]:
@@ -215,10 +214,10 @@ class LeaseWriter:
 
     def _read_exporters(self, batch: Batch, refreshes: list[Refresh]) -> None:
         if any(keys is True for keys in refreshes):
-            batch.exporters = self.exporters.seen(batch.conn)
+            batch.exporters = ExporterMap(self.exporters.seen(batch.conn))
             batch.revoked_clients = self.exporters.revoked_clients(batch.conn)
         elif keys := set().union(*(keys for keys in refreshes if keys)):
-            batch.exporters = {**batch.exporters, **self.exporters.seen(batch.conn, keys)}
+            batch.exporters = batch.exporters.changed(self.exporters.seen(batch.conn, keys))
 
     def _commit(self, ops: list[Op], refreshes: list[Refresh]) -> list:
         """Run a batch of changes in one transaction (on the writer thread); per-op results or errors."""
