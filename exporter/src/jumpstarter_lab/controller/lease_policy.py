@@ -12,7 +12,7 @@ exporters as it last read them and the time `t`, and applies what comes back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ..wire.protocol import common_pb2
@@ -86,12 +86,12 @@ class ExporterMap(dict):
         super().__init__(items)
         self._free: tuple[float, dict] | None = None  # (since, the exporters grantable at `since`, in order)
 
-    def grantable(self, t: float) -> list[tuple[ExporterKey, ExporterSeen]]:
+    def grantable(self, t: float) -> Iterator[tuple[ExporterKey, ExporterSeen]]:
         """The exporters a queued lease may get at `t`, in order. Built on first use: an exporter grantable at `t`
         was at any earlier time, since only a new ExporterSeen (a new map) moves its online_until on."""
         if self._free is None or t < self._free[0]:
             self._free = (t, {key: seen for key, seen in self.items() if seen.grantable(t)})
-        return [(key, seen) for key, seen in self._free[1].items() if seen.online(t)]
+        return ((key, seen) for key, seen in self._free[1].items() if seen.online(t))
 
     def changed(self, fresh: Mapping[ExporterKey, ExporterSeen], gone: Iterable[ExporterKey] = ()) -> ExporterMap:
         """A copy with `fresh` read anew and `gone` no more; what is grantable carried over rather than rebuilt,
@@ -104,8 +104,15 @@ class ExporterMap(dict):
         if self._free is not None:
             since, free = self._free
             if all(key in free or not seen.grantable(since) for key, seen in fresh.items()):
-                free = {key: fresh.get(key, seen) for key, seen in free.items() if key not in gone}
-                new._free = (since, {key: seen for key, seen in free.items() if seen.grantable(since)})
+                free = dict(free)  # a copy is cheap beside a scan; a key assigned again keeps its place
+                for key in gone:
+                    free.pop(key, None)
+                for key, seen in fresh.items():
+                    if seen.grantable(since):
+                        free[key] = seen
+                    else:
+                        free.pop(key, None)
+                new._free = (since, free)
         return new
 
 
@@ -166,18 +173,31 @@ def grants(leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, Export
         return []
     busy = {(lease.namespace, lease.exporter) for lease in leases if lease.state == LeaseState.GRANTED}
     grantable = (exporters.grantable(t) if isinstance(exporters, ExporterMap)
-                 else [(key, seen) for key, seen in exporters.items() if seen.grantable(t)])
-    free = [(key, seen.labels) for key, seen in grantable if key not in busy]
+                 else ((key, seen) for key, seen in exporters.items() if seen.grantable(t)))
+    # Free exporters are taken from `grantable` only as far as the queue needs: most leases want the first.
+    unread = ((key, seen.labels) for key, seen in grantable if key not in busy)
+    free: list[tuple[ExporterKey, dict]] = []
     granted = []
     for lease in queued:
-        if not free:
-            break
-        for index, ((namespace, name), labels) in enumerate(free):
+        index = 0
+        while index < len(free) or (index == len(free) and _read_one(unread, free)):
+            (namespace, name), labels = free[index]
             if namespace == lease.namespace and wants(lease, name, labels) and allows(lease.allowed, labels):
                 granted.append((lease, name))
                 del free[index]
                 break
+            index += 1
+        if not free and not _read_one(unread, free):
+            break  # no free exporter is left for anyone
     return granted
+
+
+def _read_one(unread: Iterator, free: list) -> bool:
+    """Move the next free exporter from `unread` to the end of `free`; False when there is none."""
+    item = next(unread, None)
+    if item is not None:
+        free.append(item)
+    return item is not None
 
 
 def position(lease: LeaseRecord, leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, ExporterSeen]) -> int:

@@ -46,9 +46,9 @@ class Subscriptions:
                 waiter.set()
 
     def _look_every(self) -> float:
-        """Seconds between reads of every exporter: each heartbeat, but no more often than one for each 2,500
+        """Seconds between reads of every exporter: each heartbeat, but no more often than one for each 2,000
         exporters (up to a third of their grace): that read was most of an idle controller's work at 10,000."""
-        many = len(self.leases.writer.exporters_seen) / 2500
+        many = len(self.leases.writer.exporters_seen) / 2000
         return max(self.heartbeat, min(self.leases.exporters.grace / 3, many))
 
     def poke(self) -> None:
