@@ -112,8 +112,8 @@ def eager_grants(leases, exporters, t):
     granted = []
     for lease in queued:
         for index, ((namespace, name), labels) in enumerate(free):
-            if namespace == lease.namespace and policy.wants(lease, name, labels) and policy.allows(lease.allowed,
-                                                                                                  labels):
+            wanted = policy.wants(lease, name, labels) and policy.allows(lease.allowed, labels)
+            if namespace == lease.namespace and wanted:
                 granted.append((lease, name))
                 del free[index]
                 break

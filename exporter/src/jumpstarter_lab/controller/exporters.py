@@ -106,8 +106,9 @@ class Exporters:
                 rows = []
                 for namespace in sorted({namespace for namespace, _name in keys}):
                     names = sorted(name for ns, name in keys if ns == namespace)
-                    cursor.execute(f"{rows_sql} WHERE namespace = {mark} AND name IN ({', '.join([mark] * len(names))}) "
-                                   "ORDER BY name", (namespace, *names))
+                    places = ", ".join([mark] * len(names))
+                    cursor.execute(f"{rows_sql} WHERE namespace = {mark} AND name IN ({places}) ORDER BY name",
+                                   (namespace, *names))
                     rows += cursor.fetchall()
             cursor.execute(marks_sql)
             marks = {tuple(marked[:2]): tuple(marked[2:]) for marked in cursor.fetchall()}
