@@ -50,3 +50,17 @@ def test_an_unused_token_is_trusted_for_verified_ttl_only(tmp_path, clock):
     assert authority.verified(token, "client") is None
     with pytest.raises(NotAuthenticated, match="revoked"):
         authority.verify(token, "client")
+
+
+def test_a_full_cache_of_trusted_tokens_forgets_the_expired_first(tmp_path, clock, monkeypatch):
+    monkeypatch.setattr(auth, "VERIFIED_MAX", 3)
+    authority = Authority(Store(f"sqlite:///{tmp_path}/c.db"))
+    *old, kept, new = (authority.create("client", "default", name) for name in ("a", "b", "c", "d"))
+    for token in old:
+        authority.verify(token, "client")
+    clock[0] += auth.VERIFIED_TTL + 0.01
+    authority.verify(kept, "client")
+    authority.verify(new, "client")  # the cache is full here: a and b have expired, c has not
+    assert authority.verified(kept, "client") is not None
+    assert authority.verified(new, "client") is not None
+    assert all(authority.verified(token, "client") is None for token in old)

@@ -54,6 +54,7 @@ VERIFIED_TTL = 5.0  # seconds a verified token is trusted without asking the dat
 # A token in use is verified again in the background once 50-90% of VERIFIED_TTL has passed (jittered),
 # so calls do not wait for the database and a revocation still lands in time.
 REFRESH_AFTER = (0.5, 0.9)
+VERIFIED_MAX = 20000  # trusted tokens kept at most (a bound on memory: ~2 kB each)
 
 
 class Authority:
@@ -203,10 +204,16 @@ class Authority:
 
     def _remember(self, token: str, kind: str) -> Identity:
         identity = self._verify(token, kind)
-        if len(self._verified) > 10000:
-            self._verified.clear()
-        # Jittered: tokens verified together (a restart) should not all be verified again together.
         t = now()
+        if len(self._verified) >= VERIFIED_MAX:
+            # The expired go first: a lab of 10,000 exporters keeps that many tokens trusted, and forgetting
+            # every one would send each next call through a full verification.
+            for key, (_refresh, expires, _identity) in list(self._verified.items()):
+                if expires <= t:
+                    self._verified.pop(key, None)
+            if len(self._verified) >= VERIFIED_MAX:  # that many in use at once: memory is bounded all the same
+                self._verified.clear()
+        # Jittered: tokens verified together (a restart) should not all be verified again together.
         low, high = REFRESH_AFTER
         refresh = t + VERIFIED_TTL * (low + (high - low) * secrets.randbelow(1000) / 1000)
         self._verified[(token, kind)] = (refresh, t + VERIFIED_TTL, identity)
