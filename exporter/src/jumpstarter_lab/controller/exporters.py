@@ -17,7 +17,7 @@ from ..wire import defaults
 from ..wire.protocol import common_pb2
 from .auth import Identity
 from .lease_policy import ExporterKey, ExporterSeen
-from .store import Store, exporters, identities, loads, now
+from .store import Store, exporters, identities, loads, now, parameter_mark
 
 AFTER_LEASE_HOOK_FAILED = common_pb2.EXPORTER_STATUS_AFTER_LEASE_HOOK_FAILED
 
@@ -31,7 +31,8 @@ class Exporters:
         self.store = store
         self.grace = grace  # how long an exporter may be unheard of before it counts as offline
         self._labels: dict[str, dict] = {}  # labels as stored -> parsed; shared, never changed in place
-        self._rows: dict[ExporterKey, tuple] = {}  # the last row read of each exporter, and what it made
+        # the last row read of each exporter, its admin's marks, and what they made
+        self._rows: dict[ExporterKey, tuple] = {}
         self._lock = threading.Lock()  # heartbeats come from several threads
         self._refreshed: dict[ExporterKey, float] = {}  # online_until this replica last wrote, by exporter
 
@@ -169,7 +170,7 @@ def _seen_statements(dialect) -> tuple[str, str, str]:
     def text(query) -> str:
         return " ".join(str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})).split())
 
-    return text(rows), text(marked), "?" if dialect.paramstyle == "qmark" else "%s"
+    return text(rows), text(marked), parameter_mark(dialect)
 
 
 @functools.cache

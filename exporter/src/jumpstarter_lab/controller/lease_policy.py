@@ -180,7 +180,7 @@ def grants(leases: Iterable[LeaseRecord], exporters: Mapping[ExporterKey, Export
     granted = []
     for lease in queued:
         index = 0
-        while index < len(free) or (index == len(free) and _read_one(unread, free)):
+        while index < len(free) or _read_one(unread, free):
             (namespace, name), labels = free[index]
             if namespace == lease.namespace and wants(lease, name, labels) and allows(lease.allowed, labels):
                 granted.append((lease, name))

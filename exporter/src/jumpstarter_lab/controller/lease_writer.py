@@ -28,7 +28,7 @@ from .exporters import Exporters
 from .lease_policy import ExporterKey, ExporterMap, ExporterSeen
 from .lease_record import ACTIVE, LeaseRecord, LeaseState, grant_id
 from ..wire.protocol import common_pb2
-from .store import Store, database_failure, lease_clock, leases, now
+from .store import Store, database_failure, lease_clock, leases, now, parameter_mark
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ def _stored_values(lease: LeaseRecord, seq: int) -> tuple:
 
 
 @functools.cache
-def _write_statements(paramstyle: str) -> tuple[str, str]:
+def _write_statements(dialect) -> tuple[str, str]:
     """INSERT and UPDATE-by-name of whole lease rows, as driver SQL: a batch's rows go to the
     driver's executemany as they are, without per-row work in SQLAlchemy."""
-    mark = "?" if paramstyle == "qmark" else "%s"
+    mark = parameter_mark(dialect)
     insert = f"INSERT INTO leases ({', '.join(_STORED)}) VALUES ({', '.join([mark] * len(_STORED))})"
     update = (f"UPDATE leases SET {', '.join(f'{name} = {mark}' for name in _STORED[1:])} "
               f"WHERE name = {mark}")
@@ -232,7 +232,7 @@ class LeaseWriter:
                 except JumpstarterLabError as e:
                     results.append(e)
             batch.grant(lambda keys: self.exporters.seen(conn, keys))
-            insert, update = _write_statements(conn.dialect.paramstyle)
+            insert, update = _write_statements(conn.dialect)
             rows = {name: _stored_values(lease, seq) for name, lease in batch.changed.items()}
             updates = [(*row[1:], row[0]) for name, row in rows.items() if name not in batch.new]
             if updates:  # first: an exporter released here may be granted to a new lease below

@@ -243,6 +243,11 @@ def database_failure(error: Exception) -> JumpstarterLabError:
     return JumpstarterLabError(f"the controller's database failed: {getattr(error, 'orig', None) or error}")
 
 
+def parameter_mark(dialect) -> str:
+    """The database driver's placeholder for a parameter in SQL written for it (sqlite3: ?, psycopg: %s)."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
 def loads(text: str | None) -> dict:
     return json.loads(text) if text else {}
 
