@@ -25,6 +25,11 @@ description:
     temporary directory (the newest 32 lines). Ansible zips a module anew every run, so this controller keeps
     what it sent in C(jumpstarter-lines) under Ansible's home directory and sends a board only the blocks that
     changed since; whatever is taken from a cache is checked against the checksum of the whole input.
+  - With O(agent) on and C(python3) on the board, the first task starts one python3 process on the console (the
+    agent) that then runs the commands and moves the files of every task, with no shell framing, and stays for the
+    next task, with no login or set-up per task. Requests and replies cross with checksums as above. It leaves after
+    O(agent_linger) seconds without a task (or at Ctrl-C on the console), and the shell gives the console back to
+    people. A C(become) whose prompt is answered on the console, and boards without python3, use the shell.
   - Needs C(sh), C(base64), C(sha256sum), C(head), C(dd), C(sed) and C(wc) on the board (coreutils or busybox).
 author: jumpstarter.lab developers (@jumpstarter-lab)
 version_added: 0.1.0
@@ -135,6 +140,22 @@ options:
         key: pipelining
     vars:
       - name: ansible_pipelining
+  agent:
+    description:
+      - Keep one python3 process on the board for the play to run commands and move files (see above); off, every
+        command and file goes through the console's shell.
+    type: boolean
+    default: true
+    vars:
+      - name: jumpstarter_agent
+  agent_linger:
+    description:
+      - Seconds the agent waits for the next task before it ends and gives the console back to people. Until then a
+        person at the console sees no prompt; Ctrl-C ends the agent at once.
+    type: int
+    default: 15
+    vars:
+      - name: jumpstarter_agent_linger
   tmpdir:
     description: Directory on the board for the framing's temporary files.
     type: str
@@ -174,8 +195,10 @@ EXAMPLES = r"""
 
 import fcntl
 import hashlib
+import json
 import os
 import re
+import time
 from contextlib import ExitStack
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
@@ -226,25 +249,61 @@ class Connection(ConnectionBase):
             from jumpstarter_lab.wire import labels  # exporter() made sure the library is there
 
             console = find_driver(root, self.get_option("console"), labels.SERIAL, "console")
-            stack.enter_context(self._console_lock(exporter_key(self.get_option), console.name))
+            self._record = self._console_path(exporter_key(self.get_option), console.name) + ".agent"
+            stack.enter_context(self._console_lock(self._record[:-len(".agent")]))
             stream = stack.enter_context(console.stream())
             prompts = Prompts(login=to_bytes(self.get_option("login_prompt")),
                               password=to_bytes(self.get_option("password_prompt")),
                               shell=to_bytes(self.get_option("shell_prompt")))
             shell = SerialShell(stream, prompts=prompts, tmpdir=self.get_option("tmpdir"),
                                 log=lambda m: display.vvv(m, host=host))
-            shell.attach(self.get_option("remote_user"), self.get_option("password"),
-                         float(self.get_option("login_timeout")), lambda: power_state(root))
+            self._shell_session = shell
+            left = self._agent_left()
+            if not (self.get_option("agent") and left and shell.resume_agent(left)):
+                self._attach(root)
+                if self.get_option("agent") and not shell.start_agent(float(self.get_option("agent_linger"))):
+                    if not shell.ready:  # the agent ended at once and the shell gave the console back: take it again
+                        self._attach(root)
         except ConsoleError as e:
+            self._shell_session = None
             stack.close()
             raise AnsibleConnectionFailure(f"console of {host}: {e}") from None
         except BaseException:
+            self._shell_session = None
             stack.close()
             raise
-        self._stack, self._shell_session = stack, shell
+        self._stack = stack
         self._connected = True
-        display.vvv(f"attached to the console of {host}", host=host)
+        display.vvv(f"attached to the console of {host}" + (f" (agent {shell.agent})" if shell.agent else ""), host=host)
         return self
+
+    def _attach(self, root=None) -> None:
+        """Log in when the console asks for it and make its shell machine-friendly (raises ConsoleError)."""
+        self._shell_session.attach(self.get_option("remote_user"), self.get_option("password"),
+                                   float(self.get_option("login_timeout")), root and (lambda: power_state(root)))
+
+    def _agent_left(self) -> str | None:
+        """The token of the agent an earlier task left on this console, when its record says it should still run.
+        The record goes: from here on, this connection says whether an agent runs."""
+        try:
+            with open(self._record) as f:
+                record = json.load(f)
+            os.unlink(self._record)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("until"), (int, float)):
+            return None
+        return str(record.get("token")) if record["until"] > time.time() else None
+
+    def _keep_agent_record(self) -> None:
+        """For the next task: the agent left on the console and until when it waits for one (a margin short)."""
+        token = self._shell_session.agent if self._shell_session else None
+        if token is None:
+            return
+        until = time.time() + float(self.get_option("agent_linger")) - 3
+        with open(self._record + ".part", "w") as f:
+            json.dump({"token": token, "until": until}, f)
+        os.replace(self._record + ".part", self._record)
 
     def _ssh_through(self, root, stack: ExitStack):
         """Forward a local port over the network driver's stream and open Ansible's ssh on it."""
@@ -270,12 +329,16 @@ class Connection(ConnectionBase):
         return ssh
 
     @staticmethod
-    def _console_lock(address: str, console: str):
-        """One task at a time on a console, across forks and concurrent ansible runs."""
+    def _console_path(address: str, console: str) -> str:
+        """The file of this controller's user for a console: its lock; beside it the record of an agent left on it."""
         lock_dir = os.path.join(os.path.expanduser("~"), ".ansible", "jumpstarter-locks")
         os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-        key = hashlib.sha256(f"{address}|{console}".encode()).hexdigest()[:24]
-        handle = open(os.path.join(lock_dir, key), "w")  # noqa: SIM115 - closed by the ExitStack
+        return os.path.join(lock_dir, hashlib.sha256(f"{address}|{console}".encode()).hexdigest()[:24])
+
+    @staticmethod
+    def _console_lock(path: str):
+        """One task at a time on a console, across forks and concurrent ansible runs."""
+        handle = open(path, "w")  # noqa: SIM115 - closed by the ExitStack
 
         class _Lock:
             def __enter__(self):
@@ -304,8 +367,15 @@ class Connection(ConnectionBase):
             elif become.name == "su" and in_data is None:
                 if self._run('test "$(id -u)" != 0').rc == 0:  # root's su asks nothing
                     in_data = password + b"\n"
-            else:  # a prompt on the console (/dev/tty) is answered there
+            else:  # a prompt on the console (/dev/tty) is answered there, by the console's shell
                 on_prompt = (prompt_pattern(become), password)
+                if self._shell_session.agent:
+                    try:
+                        self._shell_session.stop_agent()
+                        self._attach()
+                    except ConsoleError as e:
+                        self.close()
+                        raise AnsibleConnectionFailure(f"console of {self._play_context.remote_addr}: {e}") from None
         result = self._run(cmd, in_data, on_prompt)
         if become and result.rc != 0 and not become.check_success(result.stdout):
             # as Ansible's ssh connection does: a refused password is named, not left in a module failure
@@ -352,11 +422,18 @@ class Connection(ConnectionBase):
             f.write(data)
 
     def reset(self):
+        """End the agent too (meta: reset_connection): the next task starts afresh."""
+        if self._shell_session is not None and self._shell_session.agent:
+            try:
+                self._shell_session.stop_agent()
+            except ConsoleError as e:
+                display.vvv(f"ending the agent: {e}")
         self.close()
 
     def close(self):
         if self._shell_session is not None:
             try:
+                self._keep_agent_record()
                 self._shell_session.detach()
             except Exception as e:  # the console may already be gone; nothing left to restore
                 display.vvv(f"leaving the console: {e}")

@@ -111,12 +111,15 @@ def setup_line(ready_word: str) -> str:
             f"printf '%s\\n' {split_word(ready_word)}\n")
 
 
+# Shell text giving the console back to people: echo, line editing and the prompt as before setup_line().
+HUMAN = "stty echo onlcr 2>/dev/null; command set -o emacs 2>/dev/null; PS1=${__jl_ps1-'$ '}; unset __jl_ps1"
+
+
 def detach(console: SerialConsole, timeout: float = 5.0) -> None:
     """Give the console back to people: prompt and echo as before. Waits until the shell has done
     it, so the line is not lost with a stream closed right after it."""
     if console.ready:
         done = READY + secrets.token_hex(6)
-        console.send("stty echo onlcr 2>/dev/null; command set -o emacs 2>/dev/null; PS1=${__jl_ps1-'$ '}; "
-                     f"unset __jl_ps1; printf '%s\\n' {split_word(done)}\r")
+        console.send(f"{HUMAN}; printf '%s\\n' {split_word(done)}\r")
         console.ready = False
         console.expect({"done": re.escape(done.encode())}, timeout, "the shell to take its prompt back")

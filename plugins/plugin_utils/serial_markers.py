@@ -30,6 +30,16 @@ END = "JLE"  # JLE:tag, twice: an emit's last line
 CACHED = "JLC"  # JLC:token:bits, twice: which of the lines asked about the board's cache holds intact (1 each)
 PATCH_END = "JLD"  # alone on a line of shell input: ends the here-document of a patch's differing blocks
 
+# --- the agent: one python3 kept on the board for a play (serial_agent; printed by serial_agent_board) --
+AGENT = "JLG"  # JLG:token:pid, twice: the agent `token` runs and has the console
+AGENT_GONE = "JLX"  # JLX:token: the agent's shell line ended (the console is the people's again), or the board
+#                     has no python3 for it
+REQUEST = "#JLQ"  # typed: #JLQ token flag size sha256, a request's first line (a shell takes it for a comment)
+REQUEST_END = "#JLZ"  # typed: a request's last line
+REPLY = "JLR"  # JLR:token:flag:lines:size:sha256, twice: a reply's first line (then its lines, then END:token)
+REPLY_LINE = "R"  # Rtoken:index:crc32:base64: a numbered line of a reply
+#                   (ARRIVED and DAMAGED answer a request, END ends a reply, as they do for a command)
+
 # --- files (serial_transfer) -------------------------------------------------------------------------
 PUT_ACK = "JLP"  # JLP:token:chunk:size: a put's temp file has `size` bytes after `chunk` (-1: not writable)
 PIECE = "F"  # Ftoken:index:sha256:base64: a piece of a file being fetched

@@ -134,9 +134,11 @@ board:
 BASE64_LINE = r"^[A-Za-z0-9+/]{24,}=*$"  # a line of a file or command on its way to the board
 
 
-def raw(lab: Lab, command: str) -> tuple[dict, float]:
+def raw(lab: Lab, command: str, agent: bool = False) -> tuple[dict, float]:
+    """Run `command` as a task through the console's shell (the framing these tests damage), or the agent."""
     started = time.monotonic()
-    result = lab.adhoc("raw", command, "-e", "jumpstarter_command_timeout=600", timeout=120)
+    result = lab.adhoc("raw", command, "-e", "jumpstarter_command_timeout=600", "-e", f"jumpstarter_agent={agent}",
+                       timeout=120)
     return result, time.monotonic() - started
 
 
@@ -205,6 +207,80 @@ def test_command_losing_bytes_on_the_way_in_fails_clearly(lossy):
     assert "were some lost on the way?" in result["msg"], result
     print(f"command lost a byte on the way in: failed clearly in {took:.1f}s")
     assert raw(lab, "echo fine")[0]["stdout"] == "fine\n"  # the next task interrupts the stuck `head`
+
+
+# --- the agent: requests and replies damaged on the way -------------------------------------
+
+@pytest.mark.parametrize("pattern, times, what", [
+    (r"^R[0-9a-f]{16}:0:", 1, "a line of the reply"),
+    (r"^JLR:", 2, "both copies of the reply's first line"),
+    (r"^JLE:", 2, "both copies of the reply's last line"),
+    (r"^JLA:", 2, "both acknowledgements of the request"),
+])
+def test_an_agents_reply_losing_bytes_is_asked_for_again_and_exact(lossy, pattern, times, what):
+    lab, line = lossy
+    assert raw(lab, "true", agent=True)[0]["rc"] == 0  # the agent runs: what follows is about the request alone
+    line.lost.clear()
+    line.lose_out(pattern, times)
+    result, took = raw(lab, "seq 1 1500", agent=True)
+    line.clear()
+    assert len(line.lost) == times, f"the relay did not damage {what}"
+    assert result.get("unreachable") is not True, result
+    assert (result["rc"], result["stdout"]) == (0, OUTPUT), result
+    print(f"agent, {what} lost: exact result in {took:.1f}s")
+
+
+def test_an_agents_reply_always_damaged_fails_clearly(lossy):
+    lab, line = lossy
+    assert raw(lab, "true", agent=True)[0]["rc"] == 0
+    line.lose_out(r"^JLR:", -1)
+    try:
+        result, _took = raw(lab, "seq 1 1500", agent=True)
+    finally:
+        line.clear()
+    assert result["unreachable"] is True, result
+    assert "the reply to 'seq 1 1500' kept arriving damaged on the console (5 attempts)" in result["msg"], result
+    assert raw(lab, "echo fine", agent=True)[0]["stdout"] == "fine\n"
+
+
+@pytest.mark.parametrize("replace, how", [(b"-", "a byte of a line changed"), (b"", "a byte of a line lost")])
+def test_a_request_damaged_on_the_way_in_is_sent_again(lossy, replace, how):
+    """The agent checks a request's length and sha256 when its last line comes: a byte changed or lost fails
+    the check (the request runs nothing) and the request is sent again."""
+    lab, line = lossy
+    assert raw(lab, "true", agent=True)[0]["rc"] == 0
+    line.lost.clear()
+    line.lose_in(BASE64_LINE, replace=replace)
+    result, took = raw(lab, "echo " + "x" * 3000 + " | wc -c", agent=True)
+    assert line.lost, "the relay did not change the request"
+    assert result.get("unreachable") is not True, result
+    assert (result["rc"], result["stdout"].strip()) == (0, "3001"), result
+    print(f"agent request with {how}: exact result in {took:.1f}s")
+
+
+def test_a_request_whose_first_line_is_damaged_is_sent_again(lossy):
+    """The middle of a request's first line is its sha256: the agent finds the request damaged and says so."""
+    lab, line = lossy
+    assert raw(lab, "true", agent=True)[0]["rc"] == 0
+    line.lost.clear()
+    line.lose_in(r"^#JLQ ")
+    result, _took = raw(lab, "echo again", agent=True)
+    assert line.lost, "the relay did not damage the request"
+    assert (result.get("unreachable"), result["stdout"]) == (None, "again\n"), result
+
+
+def test_a_request_whose_last_line_is_damaged_fails_clearly_and_the_next_task_goes_on(lossy):
+    """A request without its last line is dropped by the agent when the next one begins: it stays silent, and the
+    task fails once the time its bytes could take has passed."""
+    lab, line = lossy
+    assert raw(lab, "true", agent=True)[0]["rc"] == 0
+    line.lost.clear()
+    line.lose_in(r"^#JLZ$")
+    result, _took = raw(lab, "echo lost", agent=True)
+    assert line.lost, "the relay did not damage the request"
+    assert result["unreachable"] is True, result
+    assert "timed out waiting for the board to confirm it received 'echo lost'" in result["msg"], result
+    assert raw(lab, "echo fine", agent=True)[0]["stdout"] == "fine\n"
 
 
 # --- a board that restarts under a task ----------------------------------------------------

@@ -110,6 +110,7 @@ def test_console_noise_does_not_corrupt_results(lab, tmp_path):
     """Lines written straight to the board's terminal, as kernel messages are, while a file is copied and read."""
     with connect(lab.address, session="ansible-board1") as root:
         with root.board.console.open() as console:
+            console.send("\x03")  # the agent of the earlier tests may still have the console: a person's Ctrl-C ends it
             console.sendline('echo "T""TY=$(tty)"')
             tty = console.expect(r"TTY=(/dev/pts/\d+)").group(1).decode()
     stop = threading.Event()
@@ -146,6 +147,7 @@ def test_wrong_password_fails_clearly(lab):
     lab.adhoc("raw", "exit 0")  # logged in; now log out so the next task must log in again
     with connect(lab.address, session="ansible-board1") as root:
         with root.board.console.open() as console:
+            console.send("\x03")  # the agent of the task before has the console: a person's Ctrl-C ends it
             console.sendline("exit")
             console.expect("login: ")
     result = lab.adhoc("raw", "true", "-e", "ansible_password=wrong", "-e", "jumpstarter_timeout=30")

@@ -1,0 +1,130 @@
+"""The serial agent (serial_agent, serial_agent_board) against a real bash on a pseudo-terminal: requests cut
+anywhere on their way, commands, files, the board's cache of long lines, and the console given back."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import zlib
+
+import pytest
+
+from helpers import load_plugin_util
+from test_serial_shell_transfer import PtyConsole
+
+serial_shell = load_plugin_util("serial_shell")
+serial_cache = load_plugin_util("serial_cache")
+board = load_plugin_util("serial_agent_board")
+
+
+def request(token: bytes, payload: bytes) -> bytes:
+    text = base64.b64encode(payload)
+    lines = b"".join(text[i:i + 40] + b"\n" for i in range(0, len(text), 40))
+    return b"#JLQ %s r %d %s\n%s#JLZ\n" % (token, len(text), hashlib.sha256(payload).hexdigest().encode(), lines)
+
+
+def feed(pieces: list[bytes]) -> list:
+    found, buffer = [], b""
+    for piece in pieces:
+        more, buffer = board.requests(buffer + piece)
+        found += more
+    return found
+
+
+PAYLOAD = json.dumps({"op": "run", "cmd": "echo hi"}).encode() + b"\n" + os.urandom(200)
+
+
+def test_a_request_cut_anywhere_arrives_whole_once():
+    wire = b"noise\n" + request(b"aa", PAYLOAD)
+    for cut in range(1, len(wire)):
+        assert feed([wire[:cut], wire[cut:]]) == [(b"aa", PAYLOAD)], cut
+    assert feed([bytes([b]) for b in wire]) == [(b"aa", PAYLOAD)]
+
+
+def test_a_damaged_request_is_named_and_one_cut_short_gives_way_to_the_next():
+    wire = request(b"aa", PAYLOAD)
+    body = wire.index(b"\n") + 10
+    changed = wire[:body] + (b"A" if wire[body:body + 1] != b"A" else b"B") + wire[body + 1:]
+    assert feed([changed]) == [(b"aa", None)]
+    lost = wire[:body] + wire[body + 1:]
+    assert feed([lost]) == [(b"aa", None)]
+    cut = wire[:body]  # the rest never came; the next request begins
+    assert feed([cut, request(b"bb", b"x\n")]) == [(b"bb", b"x\n")]
+
+
+@pytest.fixture
+def agent_shell(tmp_path, monkeypatch):
+    monkeypatch.setattr(serial_cache, "SENT_LINES", str(tmp_path / "sent-lines"))
+    home = tmp_path / "board"
+    home.mkdir()
+    console = PtyConsole(home)
+    shell = serial_shell.SerialShell(console, tmpdir=str(home))
+    shell.attach(None, None, 30)
+    assert shell.start_agent(30)
+    shell.pty = console  # what crossed to the board: pty.sent
+    yield shell
+    console.close()
+
+
+def test_commands_and_files_through_the_agent(agent_shell, tmp_path):
+    result = agent_shell.run("cat; echo err >&2; exit 3", b"in\x00put")
+    assert (result.rc, result.stdout, result.stderr) == (3, b"in\x00put", b"err\n")
+    data = os.urandom(600 * 1024)  # three pieces
+    target = tmp_path / "board" / "file.bin"
+    agent_shell.put(data, str(target))
+    assert target.read_bytes() == data
+    assert agent_shell.fetch(str(target)) == data
+    assert not [p.name for p in target.parent.iterdir() if p.name.startswith(".jl-put-")]
+    with pytest.raises(serial_shell.ConsoleError, match="reading /nonexistent on the board failed: .*No such file"):
+        agent_shell.fetch("/nonexistent")
+    with pytest.raises(serial_shell.ConsoleError, match="writing /nonexistent/x on the board failed"):
+        agent_shell.put(b"x", "/nonexistent/x")
+    assert agent_shell.run("echo still").stdout == b"still\n"
+
+
+def test_long_lines_cross_once_then_as_the_blocks_that_differ(agent_shell):
+    line = base64.b64encode(os.urandom(30000)) + b"\n"
+    sent = agent_shell.pty.sent
+    assert agent_shell.run("wc -c", line).stdout.strip() == str(len(line)).encode()
+    first = agent_shell.pty.sent - sent
+    assert first > len(line)
+    sent = agent_shell.pty.sent
+    assert agent_shell.run("wc -c", line).stdout.strip() == str(len(line)).encode()
+    assert agent_shell.pty.sent - sent < 2000  # taken from the board's cache
+    changed = line[:100] + b"ZZZZ" + line[104:]
+    sent = agent_shell.pty.sent
+    assert agent_shell.run("sha256sum", changed).stdout.split()[0] == hashlib.sha256(changed).hexdigest().encode()
+    assert agent_shell.pty.sent - sent < 2000  # the block that differs
+    cache = [p for p in os.scandir(agent_shell.tmpdir) if p.name.startswith(".jl-cache-")]
+    for entry in os.scandir(cache[0].path):  # a damaged entry is named missing, and the line crosses whole
+        with open(entry.path, "r+b") as f:
+            f.write(b"!")
+    assert agent_shell.run("sha256sum", changed).stdout.split()[0] == hashlib.sha256(changed).hexdigest().encode()
+
+
+def test_a_later_connection_takes_up_the_agent_and_ctrl_c_gives_the_console_back(agent_shell):
+    token = agent_shell.agent
+    later = serial_shell.SerialShell(agent_shell.channel, tmpdir=agent_shell.tmpdir)
+    assert later.resume_agent(token)
+    assert later.run("echo again").stdout == b"again\n"
+    assert not serial_shell.SerialShell(agent_shell.channel, tmpdir=agent_shell.tmpdir).resume_agent("0" * 16)
+    later.stop_agent()
+    later.attach(None, None, 30)  # the shell again, for people and for the framing
+    assert later.run("echo shell").stdout == b"shell\n"
+
+
+def test_an_agent_that_is_killed_fails_the_request_clearly(agent_shell):
+    with pytest.raises(serial_shell.ConsoleError, match="the agent ended while running 'kill -9 \\$PPID'"):
+        agent_shell.run("kill -9 $PPID")
+    assert agent_shell.agent is None
+
+
+def test_replies_are_compressed_when_that_pays():
+    lines = board.reply_lines(b"t", b"a" * 100000)
+    assert len(lines) < 2000 and b"JLR:t:z:" in lines
+    head = lines.split(b"\n")[0].split(b":")
+    assert (head[3], head[4]) == (b"1", b"100000")
+    text = lines.split(b"\n")[2].split(b":")[3]
+    assert zlib.decompress(base64.b64decode(text)) == b"a" * 100000
