@@ -165,6 +165,7 @@ class Agent:
 
     def _exchange(self, op: dict, body: bytes, deadline: float, what: str) -> tuple[dict, bytes]:
         payload = json.dumps(op).encode() + b"\n" + body
+        started = time.monotonic()
         for _delivery in range(DELIVERIES):
             token = secrets.token_hex(8)
             if self._deliver(token, payload, deadline, what):
@@ -173,7 +174,12 @@ class Agent:
         else:
             raise ConsoleError(f"{what} arrived damaged on the board {DELIVERIES} times: the console is losing or "
                                "changing bytes on the way in")
-        return self._reply(token, deadline, what)
+        arrived = time.monotonic()
+        head, data = self._reply(token, deadline, what)
+        ran = f" (it ran {head['took']:.3f}s)" if "took" in head else ""
+        self.console.log(f"agent: {op['op']} {what}: {len(body)} bytes of input arrived in {arrived - started:.3f}s, "
+                         f"{len(data)} bytes of reply {time.monotonic() - arrived:.3f}s later{ran}")
+        return head, data
 
     def _deliver(self, token: str, payload: bytes, deadline: float, what: str) -> bool:
         """Send a request; True once the board has it intact, False when it found it damaged."""

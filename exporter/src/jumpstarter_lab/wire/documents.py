@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 import yaml
 
 from .errors import ConfigError
@@ -132,7 +131,7 @@ def parse_yaml(text: str, name: str) -> tuple[Any, Source]:
     return data, Source(name, lines)
 
 
-def _describe(error: jsonschema.ValidationError) -> tuple[tuple, str]:
+def _describe(error) -> tuple[tuple, str]:
     """A readable message for one schema violation, and the path it is about."""
     path = tuple(error.absolute_path)
     instance = json.dumps(error.instance, default=str)
@@ -174,6 +173,10 @@ def _expected(schema: dict) -> str:
 
 
 def validate(data: Any, schema: dict, source: Source, prefix: tuple = ()) -> None:
+    # Imported here: jsonschema takes ~60 ms to import, paid by every Ansible task's connection (a fresh worker
+    # process each) that reads no document.
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
