@@ -89,7 +89,7 @@ class Agent:
                  f"else rm -f {path}; printf '%s\\n' {split_word(gone + ':none')}; fi\n")
         self.console.log(f"starting the agent {token}")
         self.console.send(text)
-        name, _match = self.commands._wait({"up": rf"^{AGENT}:{token}:\d+$".encode(),
+        name, _match = self.commands.wait({"up": rf"^{AGENT}:{token}:\d+$".encode(),
                                             "none": rf"^{gone}:none$".encode(), "ended": rf"^{gone}:ended$".encode()},
                                            timeout, "the agent to start", "python3 (the agent)")
         if name == "ended":
@@ -101,7 +101,7 @@ class Agent:
         """Whether the agent `self.token` (left by an earlier connection) still runs and has the console."""
         self.console.send(PING)
         try:
-            self.commands._wait({"up": rf"^{AGENT}:{self.token}:\d+$".encode()}, timeout, "the agent", "a ping")
+            self.commands.wait({"up": rf"^{AGENT}:{self.token}:\d+$".encode()}, timeout, "the agent", "a ping")
         except ConsoleError:
             self.token = None
             return False
@@ -192,7 +192,7 @@ class Agent:
         quiet = ACK_BASE + len(wire) / ACK_RATE
         waited = f"the board to confirm it received {what} ({len(wire)} bytes sent; were some lost on the way?)"
         try:
-            name, _match = self.commands._wait(
+            name, _match = self.commands.wait(
                 {"ack": rf"^{ARRIVED}:{token}$".encode(), "nack": rf"^{DAMAGED}:{token}$".encode(),
                  # the reply, should both acknowledgements have been cut: left in place
                  "reply": rf"^(?={REPLY}:{token}:|{REPLY_LINE}{token}:|{END}:{token}$)".encode(),

@@ -20,9 +20,11 @@ import hashlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 import zlib
@@ -57,10 +59,15 @@ def reply_lines(token, payload, wanted=None):
     return b"".join(out)
 
 
+class Interrupted(Exception):
+    """Ctrl-C or Ctrl-D on the console while a command ran."""
+
+
 class Agent:
     def __init__(self, cache):
         self.cache = cache
         self.replies = {}  # token: payload, the newest KEEP
+        self.pending = b""  # what the console said while a command ran, for the main loop
 
     def answer(self, token, payload):
         self.replies[token] = payload
@@ -87,6 +94,8 @@ class Agent:
             if op["op"] == "fetch":
                 return self.answer(token, self.fetch(op))
             return self.answer(token, json.dumps({"pid": os.getpid()}).encode() + b"\n")  # ping
+        except Interrupted:
+            raise
         except Exception as e:  # pylint: disable=broad-except  # the agent must outlive any request
             return self.answer(token, json.dumps({"error": str(e) or type(e).__name__}).encode() + b"\n")
 
@@ -153,13 +162,32 @@ class Agent:
         except OSError:
             pass
 
-    @staticmethod
-    def run(command, stdin):
-        """/bin/sh -c command, as Ansible's ssh connection runs it; the console stays its controlling terminal."""
+    def run(self, command, stdin):
+        """/bin/sh -c command, as Ansible's ssh connection runs it (the console stays its controlling terminal), in
+        a process group of its own. The console is read meanwhile: Ctrl-C or Ctrl-D there (a person, or the next
+        connection after this one gave up) ends the command's group and the agent, as a shell would; anything
+        else is kept for the main loop."""
         started = time.monotonic()
         process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
-        out, err = process.communicate(stdin)
+                                   stderr=subprocess.PIPE, preexec_fn=os.setpgrp)
+        outputs = []
+        worker = threading.Thread(target=lambda: outputs.extend(process.communicate(stdin)))
+        worker.start()
+        while worker.is_alive():
+            if select.select([0], [], [], 0.2)[0]:
+                data = os.read(0, 65536)
+                if not data or b"\x03" in data or b"\x04" in data:
+                    for signal_number in (signal.SIGINT, signal.SIGKILL):
+                        try:
+                            os.killpg(process.pid, signal_number)
+                        except OSError:
+                            break
+                        worker.join(2)
+                        if not worker.is_alive():
+                            break
+                    raise Interrupted()
+                self.pending += data
+        out, err = outputs
         took = round(time.monotonic() - started, 3)  # for the controller's log: the command's own time
         return json.dumps({"rc": process.returncode, "out": len(out), "took": took}).encode() + b"\n" + out + err
 
@@ -261,11 +289,14 @@ def main():
     write(twice(b"JLG:%s:%d" % (token, os.getpid())))
     buffer, last = b"", time.monotonic()
     while True:
-        if not select.select([0], [], [], 1.0)[0]:
+        if agent.pending:
+            data, agent.pending = agent.pending, b""
+        elif select.select([0], [], [], 1.0)[0]:
+            data = os.read(0, 65536)
+        else:
             if time.monotonic() - last > linger:
                 return
             continue
-        data = os.read(0, 65536)
         if not data or b"\x03" in data or b"\x04" in data:
             return
         if b"\x05" in data:  # a connection of a later task asks whether this agent still has the console
@@ -279,7 +310,10 @@ def main():
                 write(twice(b"JLN:" + request_token))
                 continue
             write(twice(b"JLA:" + request_token))
-            agent.handle(request_token, request)
+            try:
+                agent.handle(request_token, request)
+            except Interrupted:
+                return
             last = time.monotonic()
 
 

@@ -140,7 +140,7 @@ class Commands:
                 "were some lost on the way?)")
         tag = re.escape(f"{token}.0".encode())
         try:
-            name, _match = self._wait({"ack": f"^{ARRIVED}:{token}$".encode(),
+            name, _match = self.wait({"ack": f"^{ARRIVED}:{token}$".encode(),
                                        "nack": f"^{DAMAGED}:{token}$".encode(),
                                        # the command's output, should both acknowledgements have been cut: left in place
                                        "output": rb"^(?=" + _line(START, tag) + rb":|" + _output_line(tag) + rb":|"
@@ -167,7 +167,7 @@ class Commands:
         what = f"{brief(command)} to finish"
         while True:
             try:
-                name, match = self._wait(patterns, deadline - time.monotonic(), what, command,
+                name, match = self.wait(patterns, deadline - time.monotonic(), what, command,
                                          idle=EMIT_QUIET if attempt else None)
             except ConsoleQuiet as e:
                 raise _Corrupt(str(e)) from None
@@ -182,7 +182,7 @@ class Commands:
         rc, out_size, err_size, out_sum, err_sum = start.groups()
         tag = f"{token}.{attempt}".encode()
         try:
-            _name, end = self._wait({"end": rb"^" + _line(END, re.escape(tag)) + rb"$"}, deadline - time.monotonic(),
+            _name, end = self.wait({"end": rb"^" + _line(END, re.escape(tag)) + rb"$"}, deadline - time.monotonic(),
                                     f"the output of {brief(command)}", command, idle=EMIT_QUIET)
         except ConsoleQuiet as e:
             raise _Corrupt(str(e)) from None
@@ -213,7 +213,7 @@ class Commands:
                 f"[ -s {files}.err ] && base64 < {files}.err | sed 's/^/{STDERR}{tag}:/'; "
                 f"{twice(f'{END}:{tag}')}")
 
-    def _wait(self, patterns: dict[str, bytes], timeout: float, what: str, command: str,
+    def wait(self, patterns: dict[str, bytes], timeout: float, what: str, command: str,
               idle: float | None = None) -> tuple[str, re.Match]:
         """expect(), failing at once when the console shows that the board restarted."""
         restarted = {"rebooted": REBOOTED, "login": self.console.prompts.login}

@@ -7,6 +7,8 @@ import base64
 import hashlib
 import json
 import os
+import threading
+import time
 import zlib
 
 import pytest
@@ -119,6 +121,29 @@ def test_an_agent_that_is_killed_fails_the_request_clearly(agent_shell):
     with pytest.raises(serial_shell.ConsoleError, match="the agent ended while running 'kill -9 \\$PPID'"):
         agent_shell.run("kill -9 $PPID")
     assert agent_shell.agent is None
+
+
+def test_ctrl_c_while_a_command_runs_ends_the_command_and_the_agent(agent_shell, tmp_path):
+    """As in a shell: a person's Ctrl-C (or the next connection's, after this one gave up) ends what runs."""
+    done = tmp_path / "board" / "done"
+    errors = []
+
+    def run():
+        try:
+            agent_shell.run(f"sleep 100; touch {done}")
+        except serial_shell.ConsoleError as e:
+            errors.append(str(e))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(1)
+    agent_shell.pty.send(b"\x03")
+    worker.join(30)
+    assert errors and "the agent ended while running" in errors[0], errors
+    assert agent_shell.agent is None
+    agent_shell.attach(None, None, 30)  # the shell is the people's again
+    assert agent_shell.run("echo ok").stdout == b"ok\n"
+    assert not done.exists()
 
 
 def test_replies_are_compressed_when_that_pays():
