@@ -57,7 +57,7 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_markers imp
 
 BOARD_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serial_agent_board.py")
 CHUNK = 256 * 1024  # bytes of a file per request of a put or fetch
-PING = b"\x05"  # answered by an agent with its AGENT line; to a shell or a login prompt a key the attach's Ctrl-C clears
+PING = b"\x05"  # an agent answers with its AGENT line; at a shell or a login prompt, a key the attach's Ctrl-C clears
 
 
 class AgentError(ConsoleError):
@@ -83,15 +83,16 @@ class Agent:
         gone = f"{AGENT_GONE}:{token}"
         text = write_text(self.console, self.commands.tmpdir, source, path)
         # The terminal's settings are saved by the shell and restored after the agent however it ended.
-        text += (f"if command -v python3 >/dev/null 2>&1 && {sums_to(f'sha256sum < {path}', hashlib.sha256(source).hexdigest())}"
-                 f"; then __jl_g=$(stty -g 2>/dev/null); python3 {path} {token} {linger:g} {cache}; "
+        intact = sums_to(f"sha256sum < {path}", hashlib.sha256(source).hexdigest())
+        text += (f"if command -v python3 >/dev/null 2>&1 && {intact}; then __jl_g=$(stty -g 2>/dev/null); "
+                 f"python3 {path} {token} {linger:g} {cache}; "
                  f"stty \"$__jl_g\" 2>/dev/null; {HUMAN}; printf '%s\\n' {split_word(gone + ':ended')}; "
                  f"else rm -f {path}; printf '%s\\n' {split_word(gone + ':none')}; fi\n")
         self.console.log(f"starting the agent {token}")
         self.console.send(text)
-        name, _match = self.commands.wait({"up": rf"^{AGENT}:{token}:\d+$".encode(),
-                                            "none": rf"^{gone}:none$".encode(), "ended": rf"^{gone}:ended$".encode()},
-                                           timeout, "the agent to start", "python3 (the agent)")
+        outcomes = {"up": rf"^{AGENT}:{token}:\d+$".encode(), "none": rf"^{gone}:none$".encode(),
+                    "ended": rf"^{gone}:ended$".encode()}
+        name, _match = self.commands.wait(outcomes, timeout, "the agent to start", "python3 (the agent)")
         if name == "ended":
             self.console.ready = False
         self.token = token if name == "up" else None
@@ -125,7 +126,8 @@ class Agent:
         part, digest = secrets.token_hex(8), hashlib.sha256(data).hexdigest()
         for at in range(0, max(len(data), 1), CHUNK):
             piece = data[at:at + CHUNK]
-            op = {"op": "put", "path": path, "part": part, "at": at, "last": at + len(piece) >= len(data), "sha": digest}
+            last = at + len(piece) >= len(data)
+            op = {"op": "put", "path": path, "part": part, "at": at, "last": last, "sha": digest}
             try:
                 self.call(op, piece, timeout=timeout, what=f"writing {path}")
             except AgentError as e:
@@ -225,7 +227,7 @@ class Agent:
                 except (ValueError, zlib.error):
                     data = b""
                 if len(data) == head[2] and hashlib.sha256(data).hexdigest().encode() == head[3]:
-                    reply_head, _, rest = data.partition(b"\n")
+                    reply_head, _newline, rest = data.partition(b"\n")
                     return json.loads(reply_head), rest
                 lines.clear()  # lines that passed their crc and still make no whole: all again
             self.console.log(f"the reply to {token} arrived damaged; asking for it again")
@@ -298,8 +300,8 @@ def _parts(data: bytes, whole: set[str]) -> tuple[list, bytes]:
         similar = None if digest in whole else serial_cache.similar(segment, digest)
         if digest not in whole and os.path.exists(os.path.join(serial_cache.SENT_LINES, digest)):
             parts.append(["c", digest])
-        elif similar and similar[0] not in whole:
-            base, patches = similar
+        elif similar is not None and similar[0] not in whole:
+            base, patches = similar[0], similar[1]
             parts.append(["p", base, digest, [[offset, len(block)] for offset, block in patches]])
             body += b"".join(block for _offset, block in patches)
         else:

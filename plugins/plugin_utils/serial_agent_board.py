@@ -76,7 +76,7 @@ class Agent:
         write(reply_lines(token, payload))
 
     def handle(self, token, request):
-        head, _, body = request.partition(b"\n")
+        head, _newline, body = request.partition(b"\n")
         op = json.loads(head.decode())
         if op["op"] == "again":
             old = self.replies.get(op["token"].encode())
@@ -171,10 +171,18 @@ class Agent:
         process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, preexec_fn=os.setpgrp)
         outputs = []
-        worker = threading.Thread(target=lambda: outputs.extend(process.communicate(stdin)))
+        finished, finish = os.pipe()  # the worker's word that the command ended: no polling delay after it
+
+        def communicate():
+            try:
+                outputs.extend(process.communicate(stdin))
+            finally:
+                os.write(finish, b".")
+
+        worker = threading.Thread(target=communicate)
         worker.start()
         while worker.is_alive():
-            if select.select([0], [], [], 0.2)[0]:
+            if 0 in select.select([0, finished], [], [])[0]:
                 data = os.read(0, 65536)
                 if not data or b"\x03" in data or b"\x04" in data:
                     for signal_number in (signal.SIGINT, signal.SIGKILL):
@@ -187,6 +195,9 @@ class Agent:
                             break
                     raise Interrupted()
                 self.pending += data
+        worker.join()
+        os.close(finished)
+        os.close(finish)
         out, err = outputs
         took = round(time.monotonic() - started, 3)  # for the controller's log: the command's own time
         return json.dumps({"rc": process.returncode, "out": len(out), "took": took}).encode() + b"\n" + out + err

@@ -141,11 +141,11 @@ class Commands:
         tag = re.escape(f"{token}.0".encode())
         try:
             name, _match = self.wait({"ack": f"^{ARRIVED}:{token}$".encode(),
-                                       "nack": f"^{DAMAGED}:{token}$".encode(),
-                                       # the command's output, should both acknowledgements have been cut: left in place
-                                       "output": rb"^(?=" + _line(START, tag) + rb":|" + _output_line(tag) + rb":|"
-                                       + _line(END, tag) + rb"$)"},
-                                      deadline - time.monotonic(), what, command, idle=quiet)
+                                      "nack": f"^{DAMAGED}:{token}$".encode(),
+                                      # the command's output, should both acknowledgements have been cut: left in place
+                                      "output": rb"^(?=" + _line(START, tag) + rb":|" + _output_line(tag) + rb":|"
+                                      + _line(END, tag) + rb"$)"},
+                                     deadline - time.monotonic(), what, command, idle=quiet)
         except ConsoleTimeout as e:
             self.console.ready = False  # the shell's state is unknown (the next attach interrupts `head`)
             if isinstance(e, ConsoleQuiet):
@@ -168,7 +168,7 @@ class Commands:
         while True:
             try:
                 name, match = self.wait(patterns, deadline - time.monotonic(), what, command,
-                                         idle=EMIT_QUIET if attempt else None)
+                                        idle=EMIT_QUIET if attempt else None)
             except ConsoleQuiet as e:
                 raise _Corrupt(str(e)) from None
             if name == "start":
@@ -183,7 +183,7 @@ class Commands:
         tag = f"{token}.{attempt}".encode()
         try:
             _name, end = self.wait({"end": rb"^" + _line(END, re.escape(tag)) + rb"$"}, deadline - time.monotonic(),
-                                    f"the output of {brief(command)}", command, idle=EMIT_QUIET)
+                                   f"the output of {brief(command)}", command, idle=EMIT_QUIET)
         except ConsoleQuiet as e:
             raise _Corrupt(str(e)) from None
         body = KERNEL_MESSAGE.sub(b"", end.string[:end.start()])
@@ -214,7 +214,7 @@ class Commands:
                 f"{twice(f'{END}:{tag}')}")
 
     def wait(self, patterns: dict[str, bytes], timeout: float, what: str, command: str,
-              idle: float | None = None) -> tuple[str, re.Match]:
+             idle: float | None = None) -> tuple[str, re.Match]:
         """expect(), failing at once when the console shows that the board restarted."""
         restarted = {"rebooted": REBOOTED, "login": self.console.prompts.login}
         name, match = self.console.expect(patterns | restarted, max(0.1, timeout), what, idle=idle)

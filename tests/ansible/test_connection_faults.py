@@ -142,18 +142,22 @@ def raw(lab: Lab, command: str, agent: bool = False) -> tuple[dict, float]:
     return result, time.monotonic() - started
 
 
-@pytest.mark.parametrize("pattern, times, what", [
-    (r"^O", 1, "a line of the output"),
-    (r"^JLS:", 2, "both copies of the first line of the output"),
-    (r"^JLE:", 2, "both copies of the last line of the output"),
-    (r"^JLA:", 2, "both acknowledgements of the command"),
+@pytest.mark.parametrize("agent, pattern, times, what", [
+    (False, r"^O", 1, "a line of the output"),
+    (False, r"^JLS:", 2, "both copies of the first line of the output"),
+    (False, r"^JLE:", 2, "both copies of the last line of the output"),
+    (False, r"^JLA:", 2, "both acknowledgements of the command"),
+    (True, r"^R[0-9a-f]{16}:0:", 1, "a line of the agent's reply"),
+    (True, r"^JLR:", 2, "both copies of the agent's reply's first line"),
+    (True, r"^JLE:", 2, "both copies of the agent's reply's last line"),
+    (True, r"^JLA:", 2, "both acknowledgements of the agent's request"),
 ])
-def test_output_losing_bytes_is_sent_again_and_exact(lossy, pattern, times, what):
+def test_output_losing_bytes_is_sent_again_and_exact(lossy, agent, pattern, times, what):
     lab, line = lossy
-    assert raw(lab, "true")[0]["rc"] == 0  # attached: what follows is about the command alone
+    assert raw(lab, "true", agent)[0]["rc"] == 0  # attached (the agent runs): what follows is about the command alone
     line.lost.clear()
     line.lose_out(pattern, times)
-    result, took = raw(lab, "seq 1 1500")
+    result, took = raw(lab, "seq 1 1500", agent)
     line.clear()
     assert len(line.lost) == times, f"the relay did not damage {what}"
     assert result.get("unreachable") is not True, result
@@ -161,18 +165,22 @@ def test_output_losing_bytes_is_sent_again_and_exact(lossy, pattern, times, what
     print(f"{what} lost: exact result in {took:.1f}s")
 
 
-def test_output_that_always_loses_bytes_fails_clearly(lossy):
+@pytest.mark.parametrize("agent, pattern, said", [
+    (False, r"^JLS:", "the output of 'seq 1 1500' kept arriving damaged on the console (5 attempts)"),
+    (True, r"^JLR:", "the reply to 'seq 1 1500' kept arriving damaged on the console (5 attempts)"),
+])
+def test_output_that_always_loses_bytes_fails_clearly(lossy, agent, pattern, said):
     lab, line = lossy
-    line.lose_out(r"^JLS:", -1)
+    assert raw(lab, "true", agent)[0]["rc"] == 0
+    line.lose_out(pattern, -1)
     try:
-        result, took = raw(lab, "seq 1 1500")
+        result, took = raw(lab, "seq 1 1500", agent)
     finally:
         line.clear()
     assert result["unreachable"] is True, result
-    assert "seq 1 1500" in result["msg"], result
-    assert "kept arriving damaged on the console (5 attempts)" in result["msg"], result
+    assert said in result["msg"], result
     print(f"output always damaged: failed clearly in {took:.1f}s")
-    assert raw(lab, "echo fine")[0]["stdout"] == "fine\n"  # the next task attaches afresh
+    assert raw(lab, "echo fine", agent)[0]["stdout"] == "fine\n"  # the next task goes on (attaches afresh)
 
 
 @pytest.mark.parametrize("length, pattern, replace, how", [
@@ -209,39 +217,7 @@ def test_command_losing_bytes_on_the_way_in_fails_clearly(lossy):
     assert raw(lab, "echo fine")[0]["stdout"] == "fine\n"  # the next task interrupts the stuck `head`
 
 
-# --- the agent: requests and replies damaged on the way -------------------------------------
-
-@pytest.mark.parametrize("pattern, times, what", [
-    (r"^R[0-9a-f]{16}:0:", 1, "a line of the reply"),
-    (r"^JLR:", 2, "both copies of the reply's first line"),
-    (r"^JLE:", 2, "both copies of the reply's last line"),
-    (r"^JLA:", 2, "both acknowledgements of the request"),
-])
-def test_an_agents_reply_losing_bytes_is_asked_for_again_and_exact(lossy, pattern, times, what):
-    lab, line = lossy
-    assert raw(lab, "true", agent=True)[0]["rc"] == 0  # the agent runs: what follows is about the request alone
-    line.lost.clear()
-    line.lose_out(pattern, times)
-    result, took = raw(lab, "seq 1 1500", agent=True)
-    line.clear()
-    assert len(line.lost) == times, f"the relay did not damage {what}"
-    assert result.get("unreachable") is not True, result
-    assert (result["rc"], result["stdout"]) == (0, OUTPUT), result
-    print(f"agent, {what} lost: exact result in {took:.1f}s")
-
-
-def test_an_agents_reply_always_damaged_fails_clearly(lossy):
-    lab, line = lossy
-    assert raw(lab, "true", agent=True)[0]["rc"] == 0
-    line.lose_out(r"^JLR:", -1)
-    try:
-        result, _took = raw(lab, "seq 1 1500", agent=True)
-    finally:
-        line.clear()
-    assert result["unreachable"] is True, result
-    assert "the reply to 'seq 1 1500' kept arriving damaged on the console (5 attempts)" in result["msg"], result
-    assert raw(lab, "echo fine", agent=True)[0]["stdout"] == "fine\n"
-
+# --- the agent: requests damaged on the way in ---------------------------------------------
 
 @pytest.mark.parametrize("replace, how", [(b"-", "a byte of a line changed"), (b"", "a byte of a line lost")])
 def test_a_request_damaged_on_the_way_in_is_sent_again(lossy, replace, how):
