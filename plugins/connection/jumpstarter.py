@@ -233,6 +233,7 @@ class Connection(ConnectionBase):
         self._stack: ExitStack | None = None
         self._shell_session: SerialShell | None = None
         self._ssh = None  # with transport=tcp: Ansible's ssh connection through the port forward
+        self._record = ""  # with transport=serial: the file saying which agent this console's last task left
 
     def _connect(self):
         if self._connected:
@@ -249,8 +250,9 @@ class Connection(ConnectionBase):
             from jumpstarter_lab.wire import labels  # exporter() made sure the library is there
 
             console = find_driver(root, self.get_option("console"), labels.SERIAL, "console")
-            self._record = self._console_path(exporter_key(self.get_option), console.name) + ".agent"
-            stack.enter_context(self._console_lock(self._record[:-len(".agent")]))
+            console_file = self._console_path(exporter_key(self.get_option), console.name)
+            self._record = console_file + ".agent"
+            stack.enter_context(self._console_lock(console_file))
             stream = stack.enter_context(console.stream())
             prompts = Prompts(login=to_bytes(self.get_option("login_prompt")),
                               password=to_bytes(self.get_option("password_prompt")),
@@ -274,7 +276,8 @@ class Connection(ConnectionBase):
             raise
         self._stack = stack
         self._connected = True
-        display.vvv(f"attached to the console of {host}" + (f" (agent {shell.agent})" if shell.agent else ""), host=host)
+        agent = f" (agent {shell.agent})" if shell.agent else ""
+        display.vvv(f"attached to the console of {host}{agent}", host=host)
         return self
 
     def _attach(self, root=None) -> None:
@@ -300,7 +303,8 @@ class Connection(ConnectionBase):
         token = self._shell_session.agent if self._shell_session else None
         if token is None:
             return
-        until = time.time() + float(self.get_option("agent_linger")) - 3
+        linger = float(self.get_option("agent_linger"))
+        until = time.time() + linger - min(3.0, linger / 2)
         with open(self._record + ".part", "w") as f:
             json.dump({"token": token, "until": until}, f)
         os.replace(self._record + ".part", self._record)

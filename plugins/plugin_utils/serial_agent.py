@@ -30,6 +30,7 @@ from ansible_collections.jumpstarter.lab.plugins.plugin_utils.serial_commands im
     DELIVERIES,
     EMIT_QUIET,
     EMITS,
+    KERNEL_MESSAGE,
     REBOOTED,
     Commands,
     Result,
@@ -266,15 +267,20 @@ class Agent:
                 if len(self.console.buffer) != size:
                     last = time.monotonic()
                 continue
-            line = self.console.buffer[:newline]
-            self.console.buffer = self.console.buffer[newline + 1:]
-            if line.endswith(gone):
-                self.token = None
-                raise ConsoleError(f"the agent ended while running {what} (killed on the board?)")
+            line = self.console.buffer[:newline + 1]
             if rebooted.search(line):
                 self.console.ready = False
                 raise ConsoleError(f"the board restarted while running {what}: its console shows "
                                    f"{line.decode(errors='replace').strip()!r}")
+            kept = KERNEL_MESSAGE.sub(b"", line)
+            if kept != line and not kept.endswith(b"\n"):  # a kernel message cut into the line: the rest follows it
+                self.console.buffer = kept + self.console.buffer[newline + 1:]
+                continue
+            line = kept[:-1]
+            self.console.buffer = self.console.buffer[newline + 1:]
+            if line.endswith(gone):
+                self.token = None
+                raise ConsoleError(f"the agent ended while running {what} (killed on the board?)")
             if (match := line_rx.search(line)) and zlib.crc32(match.group(3)) == int(match.group(2), 16):
                 lines[int(match.group(1))] = match.group(3)
                 heard = True

@@ -35,6 +35,24 @@ def test_command_shell_and_raw(lab):
     assert raw["stdout"].splitlines() == ["JLS:0000:0:0:0", "JLE:0000", "ünïcødé ✓"]
 
 
+# The command line of the agent that runs a task: the parent or grandparent of the task's shell (the sim board's
+# processes are this machine's).
+AGENT_OF_TASK = ("for p in $PPID $(cut -d' ' -f4 /proc/$PPID/stat); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done "
+                 "| grep '[.]jl-.*[.]py'")
+
+
+def test_one_agent_runs_the_tasks_that_follow_each_other_and_leaves_after_its_linger(lab):
+    first = lab.adhoc("raw", AGENT_OF_TASK, "-e", "jumpstarter_agent_linger=10")
+    assert first.get("rc") == 0 and "python3" in first["stdout"], first
+    second = lab.adhoc("raw", AGENT_OF_TASK, "-e", "jumpstarter_agent_linger=10")
+    assert second["stdout"] == first["stdout"]  # the same agent, taken up by the next task's connection
+    time.sleep(12)  # past its linger: it left, and the next task starts another
+    third = lab.adhoc("raw", AGENT_OF_TASK)
+    assert third.get("rc") == 0 and third["stdout"] != first["stdout"], third
+    plain = lab.adhoc("raw", "tr '\\0' ' ' < /proc/$PPID/cmdline", "-e", "jumpstarter_agent=false")
+    assert plain.get("rc") == 0 and "bash" in plain["stdout"] and "python3" not in plain["stdout"], plain  # the shell
+
+
 def test_copy_and_fetch_exact_bytes(lab, tmp_path):
     for name, size in (("small.bin", 1024), ("large.bin", 1 << 20)):
         source = tmp_path / name
@@ -111,6 +129,7 @@ def test_console_noise_does_not_corrupt_results(lab, tmp_path):
     with connect(lab.address, session="ansible-board1") as root:
         with root.board.console.open() as console:
             console.send("\x03")  # the agent of the earlier tests may still have the console: a person's Ctrl-C ends it
+            console.expect(r"[#$] $", timeout=30)  # and waits for the prompt: what is typed with Ctrl-C goes with the agent
             console.sendline('echo "T""TY=$(tty)"')
             tty = console.expect(r"TTY=(/dev/pts/\d+)").group(1).decode()
     stop = threading.Event()
@@ -148,6 +167,7 @@ def test_wrong_password_fails_clearly(lab):
     with connect(lab.address, session="ansible-board1") as root:
         with root.board.console.open() as console:
             console.send("\x03")  # the agent of the task before has the console: a person's Ctrl-C ends it
+            console.expect(r"[#$] $", timeout=30)
             console.sendline("exit")
             console.expect("login: ")
     result = lab.adhoc("raw", "true", "-e", "ansible_password=wrong", "-e", "jumpstarter_timeout=30")
