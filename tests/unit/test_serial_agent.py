@@ -18,6 +18,7 @@ from test_serial_shell_transfer import PtyConsole
 
 serial_shell = load_plugin_util("serial_shell")
 serial_cache = load_plugin_util("serial_cache")
+serial_agent = load_plugin_util("serial_agent")
 board = load_plugin_util("serial_agent_board")
 
 
@@ -144,6 +145,38 @@ def test_ctrl_c_while_a_command_runs_ends_the_command_and_the_agent(agent_shell,
     agent_shell.attach(None, None, 30)  # the shell is the people's again
     assert agent_shell.run("echo ok").stdout == b"ok\n"
     assert not done.exists()
+
+
+class Recorded:
+    """A console that shows `data`, then nothing; what is sent to it is kept."""
+
+    def __init__(self, data: bytes):
+        self.data, self.sent = data, b""
+
+    def send(self, data: bytes) -> None:
+        self.sent += data
+
+    def receive(self, timeout: float) -> bytes:
+        if not self.data:
+            raise TimeoutError
+        data, self.data = self.data, b""
+        return data
+
+
+def test_kernel_messages_cut_into_a_reply_cost_nothing():
+    """As the kernel prints them into a board's console output: in the middle of lines and between them."""
+    out = os.urandom(20000)
+    payload = json.dumps({"rc": 0, "out": len(out)}).encode() + b"\n" + out
+    noisy = b""
+    for number, line in enumerate(board.reply_lines(b"tok", payload).split(b"\n")[:-1]):
+        middle = len(line) // 2
+        noisy += line[:middle] + b"[  %d.123456] lab noise %d\n" % (number, number) + line[middle:] + b"\n"
+        noisy += b"[  %d.5] usb 1-1: new device\n" % number
+    console = Recorded(noisy)
+    shell = serial_shell.SerialShell(console)
+    head, data = serial_agent.Agent(shell._commands, "tok")._reply("tok", time.monotonic() + 5, "a test")
+    assert (head["rc"], data) == (0, out)
+    assert console.sent == b""  # nothing asked again
 
 
 def test_replies_are_compressed_when_that_pays():
