@@ -218,8 +218,8 @@ class Agent:
                 missing = [i for i in range(head[1]) if i not in lines] if head else []  # none: all
                 again = {"op": "again", "token": token, "lines": missing}
                 self._deliver(secrets.token_hex(8), json.dumps(again).encode() + b"\n", deadline, what)
-            head = self._read_reply(token, lines, head, deadline, what, first=attempt == 0) or head
-            if head and len(lines) >= head[1] and all(i in lines for i in range(head[1])):
+            head = self._read_reply(token, lines, deadline, what, first=attempt == 0) or head
+            if head and all(i in lines for i in range(head[1])):
                 text = b"".join(lines[i] for i in range(head[1]))
                 try:
                     data = base64.b64decode(text, validate=True)
@@ -235,7 +235,7 @@ class Agent:
         raise ConsoleError(f"the reply to {what} kept arriving damaged on the console ({EMITS} attempts): the console "
                            "is losing or changing bytes")
 
-    def _read_reply(self, token: str, lines: dict[int, bytes], head, deadline: float, what: str, first: bool):
+    def _read_reply(self, token: str, lines: dict[int, bytes], deadline: float, what: str, first: bool):
         """Keep the intact lines of reply `token` until its end line; its head (flag, count, size, sha256) when
         seen. The first waits as long as the request may run; a repeat ends after EMIT_QUIET without news."""
         head_rx = re.compile(rf"{REPLY}:{token}:([zr]):(\d+):(\d+):([0-9a-f]{{64}})$".encode())
@@ -288,7 +288,7 @@ class Agent:
                 found = (match.group(1), int(match.group(2)), int(match.group(3)), match.group(4))
                 heard = True
             elif line.endswith(end):
-                return found or head
+                return found
 
 
 def _parts(data: bytes, whole: set[str]) -> tuple[list, bytes]:
