@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from helpers import CLI, ControllerLab, cli, free_port, wait_for
-from jumpstarter_lab.client import ClientConfig, ControllerClient
-from jumpstarter_lab.wire.errors import AccessDenied, DriverError, NotAuthenticated
+from jumpstarter_lab.client import ClientConfig, ControllerClient, connect_lease
+from jumpstarter_lab.wire.errors import AccessDenied, DriverError, ExporterUnavailable, NotAuthenticated
 
 
 @pytest.fixture
@@ -246,6 +246,29 @@ def test_exporter_killed_mid_lease_ends_the_lease(lab):
         assert status.message == "the exporter went offline"
 
     run(with_client(alice, scenario))
+
+
+def test_a_call_after_its_lease_ran_out_says_so_and_why(lab):
+    """A connection that outlives its lease: the next call fails naming the lease and the controller's reason
+    for its end, where gRPC itself says only that the socket closed."""
+    alice = lab.client("alice")
+    lab.exporter("bench1", "board=mock")
+
+    async def take(client: ControllerClient) -> str:
+        return (await client.wait_ready((await client.create_lease("board=mock", 3, ttl=60)).name, 30)).name
+
+    async def ended(client: ControllerClient, name: str) -> None:
+        while not (await client.get_lease(name)).ended:
+            await asyncio.sleep(0.2)
+
+    name = run(with_client(alice, take))
+    with connect_lease(alice, name) as root:
+        root.power.on()
+        run(with_client(alice, lambda client: asyncio.wait_for(ended(client, name), 20)))
+        with pytest.raises(ExporterUnavailable) as refused:
+            root.power.call("status")
+    assert str(refused.value).startswith("power.status: unavailable: ")
+    assert str(refused.value).endswith(f"(lease {name} has ended: the lease duration ran out)")
 
 
 def test_two_replicas_on_postgres_grant_an_exporter_once(postgres, tmp_path):

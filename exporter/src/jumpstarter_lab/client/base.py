@@ -23,23 +23,21 @@ from ..wire.errors import (
     ExporterUnavailable,
     JumpstarterLabError,
     MethodNotFound,
-    exception_for_rpc_error,
-    exception_for_status,
 )
 from ..wire.frames import CallFrames
 from ..wire.protocol import jumpstarter_pb2
 
 
-async def _raise_if_refused(call, what: str) -> dict:
+async def _raise_if_refused(call, what: str, connection) -> dict:
     """Wait for a stream's start; an exporter that refused it has ended the call with a status."""
     try:
         metadata = dict(await call.initial_metadata() or ())
     except grpc.aio.AioRpcError as e:
-        raise exception_for_rpc_error(e, what) from None
+        raise await connection.failure(e.code(), e.details(), what) from None
     if call.done():
         code = await call.code()
         if code != grpc.StatusCode.OK:
-            raise exception_for_status(code, await call.details(), what)
+            raise await connection.failure(code, await call.details(), what)
     return metadata
 
 
@@ -173,7 +171,7 @@ class DriverClient:
             response = await self.connection.stub.DriverCall(request, metadata=self.connection.metadata,
                                                              timeout=self.connection.call_timeout)
         except grpc.aio.AioRpcError as e:
-            raise exception_for_rpc_error(e, self._what(method)) from None
+            raise await self.connection.failure(e.code(), e.details(), self._what(method)) from None
         return call_values.decode(response.result)
 
     async def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:
@@ -184,7 +182,7 @@ class DriverClient:
             async for response in call:
                 yield call_values.decode(response.result)
         except grpc.aio.AioRpcError as e:
-            raise exception_for_rpc_error(e, self._what(method)) from None
+            raise await self.connection.failure(e.code(), e.details(), self._what(method)) from None
         finally:
             call.cancel()
 
@@ -194,8 +192,8 @@ class DriverClient:
         call = self.connection.router.Stream(
             metadata=self.connection.metadata + ((wire_metadata.STREAM_REQUEST, request),))
         what = self._what(method)
-        await _raise_if_refused(call, what)
-        stream = CallFrames(call, what)
+        await _raise_if_refused(call, what, self.connection)
+        stream = CallFrames(call, what, failure=self.connection.failure)
         try:
             yield stream
         finally:
@@ -209,12 +207,12 @@ class DriverClient:
         call = self.connection.router.Stream(
             metadata=self.connection.metadata + ((wire_metadata.STREAM_REQUEST, request),))
         what = self._what("resource")
-        metadata = await _raise_if_refused(call, what)
+        metadata = await _raise_if_refused(call, what, self.connection)
         if wire_metadata.RESOURCE not in metadata:
             call.cancel()
             raise ExporterUnavailable(f"{what}: exporter did not accept the stream")
         handle = handles.ClientStreamHandle.parse(metadata[wire_metadata.RESOURCE])
-        frames = CallFrames(call, what)
+        frames = CallFrames(call, what, failure=self.connection.failure)
         pushing = asyncio.ensure_future(forward(frames, source, whole=True))
         try:
             yield handles.to_dict(handle)

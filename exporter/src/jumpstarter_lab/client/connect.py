@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from google.protobuf import empty_pb2
 
 from ..wire import metadata as wire_metadata
 from ..wire.channels import is_tcp_address, open_channel, read_token_file
-from ..wire.errors import ExporterUnavailable, JumpstarterLabError, exception_for_rpc_error
+from ..wire.errors import ExporterUnavailable, JumpstarterLabError, exception_for_status
 from ..wire.protocol import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
 from .allowlist import Allowlist
 from .portal import Portal, blocking
@@ -38,12 +39,24 @@ class Connection:
     metadata: tuple = ()
     call_timeout: float | None = None
     portal: Portal | None = None
+    # Why the exporter may be out of reach beyond what gRPC saw (a lease's end), or None; bounded in time.
+    explain_unavailable: Callable[[], Awaitable[str | None]] | None = None
     stub: jumpstarter_pb2_grpc.ExporterServiceStub = field(init=False)
     router: router_pb2_grpc.RouterServiceStub = field(init=False)
 
     def __post_init__(self):
         self.stub = jumpstarter_pb2_grpc.ExporterServiceStub(self.channel)
         self.router = router_pb2_grpc.RouterServiceStub(self.channel)
+
+    async def failure(self, code: grpc.StatusCode, details: str | None, what: str) -> JumpstarterLabError:
+        """The error for a call that ended with `code`: the one mapping, plus the reason the exporter is out of
+        reach when the connection knows one (gRPC itself says only "Socket closed")."""
+        error = exception_for_status(code, details, what)
+        if isinstance(error, ExporterUnavailable) and self.explain_unavailable:
+            reason = await self.explain_unavailable()
+            if reason:
+                error = ExporterUnavailable(f"{error} ({reason})")
+        return error
 
     async def end_session(self) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError):
@@ -83,7 +96,7 @@ async def connect_async(address: str | None = None, *, allow: Allowlist | list[s
         try:
             report = await connection.stub.GetReport(empty_pb2.Empty(), metadata=connection.metadata, timeout=timeout)
         except grpc.aio.AioRpcError as e:
-            raise exception_for_rpc_error(e, f"exporter at {address}") from None
+            raise await connection.failure(e.code(), e.details(), f"exporter at {address}") from None
         yield build_tree(report, connection, allowlist)
     finally:
         await channel.close()

@@ -22,6 +22,7 @@ from .controller import ControllerClient
 from .portal import blocking
 
 logger = logging.getLogger(__name__)
+EXPLAIN_TIMEOUT = 5.0  # seconds an unreachable exporter's error waits for the controller to say why
 
 
 @contextlib.asynccontextmanager
@@ -46,6 +47,18 @@ async def _keep(client: ControllerClient, name: str) -> None:
             await client.keepalive(name)
         except DriverError as e:
             logger.warning("renewing lease %s failed: %s", name, e)
+
+
+async def _why_unreachable(client: ControllerClient, name: str) -> str | None:
+    """What the controller says of lease `name` when its exporter is out of reach: that it ended and why, or that
+    it refuses the client; None when the lease still stands or the controller does not answer in time."""
+    try:
+        status = await asyncio.wait_for(client.get_lease(name), EXPLAIN_TIMEOUT)
+    except asyncio.TimeoutError:
+        return None
+    except DriverError as e:
+        return f"the controller refuses lease {name}: {e}"
+    return f"lease {name} has ended: {status.message}" if status.ended else None
 
 
 async def _connection(client: ControllerClient, name: str, reader, writer) -> None:
@@ -79,6 +92,7 @@ async def connect_lease_async(config: ClientConfig, lease: str, *, allow: Allowl
         allow = allow if allow is not None else config.allowlist()
         async with lease_socket(client, lease) as path, \
                 connect_async(path, allow=allow, timeout=timeout, portal=portal) as root:
+            root.connection.explain_unavailable = lambda: _why_unreachable(client, lease)
             yield root
     finally:
         await client.close()

@@ -12,7 +12,7 @@ import contextlib
 
 import grpc
 
-from .errors import ExporterUnavailable, exception_for_rpc_error
+from .errors import ExporterUnavailable, exception_for_status
 from .protocol import router_pb2
 
 
@@ -42,10 +42,17 @@ class _Frames:
 class CallFrames(_Frames):
     """The end of a Stream call this side made (a client, or an exporter reaching the router).
 
-    Failures of the call arrive as the project's errors (exception_for_rpc_error)."""
+    Failures of the call arrive as the project's errors: `failure(code, details, what)` makes them (a client
+    connection's, which can say why its exporter is out of reach), else exception_for_status."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall, what: str, whole: bool = False):
+    def __init__(self, call: grpc.aio.StreamStreamCall, what: str, whole: bool = False, failure=None):
         super().__init__(call, what, whole)
+        self._failure = failure
+
+    async def _error(self, error: grpc.aio.AioRpcError) -> Exception:
+        if self._failure:
+            return await self._failure(error.code(), error.details(), self._what)
+        return exception_for_status(error.code(), error.details(), self._what)
 
     async def _read(self):
         try:
@@ -53,13 +60,13 @@ class CallFrames(_Frames):
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.CANCELLED and not self._whole:
                 return grpc.aio.EOF
-            raise exception_for_rpc_error(e, self._what) from None
+            raise await self._error(e) from None
 
     async def send(self, data: bytes) -> None:
         try:
             await self._call.write(router_pb2.StreamRequest(payload=data))
         except grpc.aio.AioRpcError as e:
-            raise exception_for_rpc_error(e, self._what) from None
+            raise await self._error(e) from None
         except (grpc.aio.UsageError, asyncio.InvalidStateError):
             raise ExporterUnavailable(f"{self._what}: stream closed") from None
 
