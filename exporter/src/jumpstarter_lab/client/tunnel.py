@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..streams import SocketStream, forward
 from ..wire.channels import channel_for
-from ..wire.errors import DriverError, ExporterNotReady
+from ..wire.errors import AccessDenied, DriverError, ExporterNotReady, NotAuthenticated
 from ..wire.frames import CallFrames
 from ..wire.metadata import bearer_metadata
 from ..wire.protocol import router_pb2_grpc
@@ -51,13 +51,13 @@ async def _keep(client: ControllerClient, name: str) -> None:
 
 async def _why_unreachable(client: ControllerClient, name: str) -> str | None:
     """What the controller says of lease `name` when its exporter is out of reach: that it ended and why, or that
-    it refuses the client; None when the lease still stands or the controller does not answer in time."""
+    it refuses the client; None when the lease still stands or the controller cannot say in time."""
     try:
         status = await asyncio.wait_for(client.get_lease(name), EXPLAIN_TIMEOUT)
-    except asyncio.TimeoutError:
-        return None
-    except DriverError as e:
+    except (AccessDenied, NotAuthenticated) as e:
         return f"the controller refuses lease {name}: {e}"
+    except Exception:  # noqa: BLE001 - a reason is a courtesy: never let asking for it hide the error it explains
+        return None
     return f"lease {name} has ended: {status.message}" if status.ended else None
 
 
