@@ -54,7 +54,8 @@ def test_bench_table_is_the_measured_figures_and_their_ratios(tmp_path):
 
 def test_controller_bench_table_is_the_measured_figures(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "controller.py"), "--exporters", "20", "--clients", "4",
-                             "--pool", "6", "--seconds", "1", "--idle-seconds", "1", "--inventory", "--json", str(tmp_path / "c.json")],
+                             "--pool", "6", "--seconds", "1", "--idle-seconds", "1", "--inventory",
+                             "--json", str(tmp_path / "c.json")],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads((tmp_path / "c.json").read_text())

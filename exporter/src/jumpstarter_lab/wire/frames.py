@@ -39,20 +39,22 @@ class _Frames:
                 return frame.payload
 
 
+async def _mapped(code: grpc.StatusCode, details: str | None, what: str) -> Exception:
+    return exception_for_status(code, details, what)
+
+
 class CallFrames(_Frames):
     """The end of a Stream call this side made (a client, or an exporter reaching the router).
 
-    Failures of the call arrive as the project's errors: `failure(code, details, what)` makes them (a client
-    connection's, which can say why its exporter is out of reach), else exception_for_status."""
+    Failures of the call arrive as the project's errors, made by `failure(code, details, what)`: a client
+    connection's can say why its exporter is out of reach; by default the plain mapping."""
 
     def __init__(self, call: grpc.aio.StreamStreamCall, what: str, whole: bool = False, failure=None):
         super().__init__(call, what, whole)
-        self._failure = failure
+        self._failure = failure or _mapped
 
     async def _error(self, error: grpc.aio.AioRpcError) -> Exception:
-        if self._failure:
-            return await self._failure(error.code(), error.details(), self._what)
-        return exception_for_status(error.code(), error.details(), self._what)
+        return await self._failure(error.code(), error.details(), self._what)
 
     async def _read(self):
         try:
